@@ -1,0 +1,324 @@
+"""The engine's only door: build it from configuration, scan messages, close it.
+
+``Engine.from_config`` does all validation (config, registry, composites) before it
+returns, so a running engine never meets a configuration problem mid-scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+
+import trio
+
+from engine.config import CORE_SECTIONS, DEFAULT_DATA_DIR, Config, Section, TableOf, load_config
+from engine.data import shipped_dir
+from engine.errors import ConfigError, ConfigProblem
+from engine.mime.message import ParsedMessage
+from engine.modules import BUILTIN_MODULES, Module, ModuleContext
+from engine.pipeline.actions import Action, Thresholds
+from engine.pipeline.executor import MODULE_ERROR, MODULE_TIMEOUT, run_stage
+from engine.pipeline.stages import Stage
+from engine.result import ScanResult
+from engine.symbols import (
+    Composite,
+    CompositeError,
+    Policy,
+    SymbolRegistry,
+    SymbolSpec,
+    SymbolType,
+    evaluate_composites,
+    parse_expression,
+    score_symbols,
+)
+from engine.task import ScanRequest, Task
+
+__all__ = ["SCAN_TIMEOUT", "Engine"]
+
+log = logging.getLogger(__name__)
+
+SCAN_TIMEOUT = "ENGINE_SCAN_TIMEOUT"
+_ENGINE_SYMBOLS = (
+    SymbolSpec(MODULE_ERROR, 0.0, "engine", "A check failed (see the log); the scan went on",
+               SymbolType.INTERNAL),
+    SymbolSpec(MODULE_TIMEOUT, 0.0, "engine", "A check ran out of time; the scan went on",
+               SymbolType.INTERNAL),
+    SymbolSpec(SCAN_TIMEOUT, 0.0, "engine", "The scan's deadline passed; the result is partial",
+               SymbolType.INTERNAL),
+)
+_IDEMPOTENT_BUDGET = 1.0
+
+
+class Engine:
+    """The embedded scoring engine. Use ``async with`` or call ``aclose`` when done."""
+
+    def __init__(
+        self,
+        config: Config,
+        registry: SymbolRegistry,
+        modules: list[Module],
+        composites: list[Composite],
+        thresholds: Thresholds,
+        group_max: Mapping[str, float],
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.modules = modules
+        self.composites = composites
+        self.thresholds = thresholds
+        self.group_max = group_max
+        options = config.section("options")
+        self._task_timeout = float(options["task_timeout"])  # type: ignore[arg-type]
+        self._check_timeout = float(options["check_timeout"])  # type: ignore[arg-type]
+        self._subject_template = str(config.section("actions")["subject"])
+        self._stages = {stage: registry.checks_for(stage) for stage in Stage}
+
+    # -- construction -----------------------------------------------------------------
+
+    @staticmethod
+    def config_schema(extra: Mapping[str, Section | TableOf] | None = None) -> Section:
+        """The whole configuration schema: core sections, every module's, and ``extra``."""
+        keys: dict[str, Section | TableOf] = dict(CORE_SECTIONS)
+        for module in BUILTIN_MODULES:
+            keys[module.name] = module.schema()
+        keys.update(extra or {})
+        return Section(keys)  # type: ignore[arg-type]
+
+    @classmethod
+    def load_config(
+        cls,
+        config_dir: str | os.PathLike[str] | None,
+        extra: Mapping[str, Section | TableOf] | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> Config:
+        return load_config(config_dir, cls.config_schema(extra), environ=environ)
+
+    @classmethod
+    def from_config(cls, config: Config) -> Engine:
+        """Build and validate everything; raise ``ConfigError`` naming every problem."""
+        problems: list[ConfigProblem] = []
+        ctx = ModuleContext(
+            config=config,
+            data_dir=_resolve_data_dir(config, problems),
+            rules_dir=shipped_dir("rules"),
+            maps_dir=shipped_dir("maps"),
+        )
+        registry = SymbolRegistry()
+        for spec in _ENGINE_SYMBOLS:
+            registry.add_symbol(spec)
+        modules: list[Module] = []
+        for module_cls in BUILTIN_MODULES:
+            settings = config.section(module_cls.name)
+            if not settings.get("enabled", True):
+                continue
+            try:
+                module = module_cls(ctx, settings)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+                continue
+            modules.append(module)
+            for spec in module.symbols:
+                registry.add_symbol(spec)
+            for check_spec in module.checks():
+                registry.add_check(check_spec)
+        group_max = _groups(config, ctx.rules_dir, problems)
+        composites = _composites(config, registry, problems)
+        _apply_symbol_policy(config, registry, problems)
+        if problems:
+            raise ConfigError(problems)
+        registry.validate()
+        actions = config.section("actions")
+        thresholds = Thresholds(
+            {a: _threshold(actions[a.config_key]) for a in Action if a is not Action.NO_ACTION}
+        )
+        return cls(config, registry, modules, composites, thresholds, group_max)
+
+    async def aclose(self) -> None:
+        for module in self.modules:
+            await module.aclose()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- scanning ---------------------------------------------------------------------
+
+    async def scan(self, request: ScanRequest) -> ScanResult:
+        """Scan one message. Never raises for a module's failure; cancellation propagates."""
+        started = time.perf_counter()
+        if request.raw is not None:
+            message = ParsedMessage.from_bytes(request.raw)
+        else:
+            message = ParsedMessage.from_fields(
+                request.headers or (), request.body, truncated=request.body_truncated
+            )
+        task = Task(request, message, self.registry.symbols)
+        stages = self._stages
+        timeout = self._check_timeout
+        with trio.move_on_after(self._task_timeout) as deadline:
+            await run_stage(Stage.PRE, stages[Stage.PRE], task, timeout)
+            if task.pre_result is None:
+                await run_stage(Stage.FILTER, stages[Stage.FILTER], task, timeout)
+                await run_stage(Stage.CLASSIFY, stages[Stage.CLASSIFY], task, timeout)
+            if self.composites:
+                evaluate_composites(self.composites, task.hits, self.registry.symbols)
+            self._decide(task)
+            if task.pre_result is None:
+                await run_stage(Stage.POST, stages[Stage.POST], task, timeout)
+                self._decide(task)
+        if deadline.cancelled_caught:
+            log.warning("scan deadline of %.3gs passed; result is partial", self._task_timeout)
+            task.partial = True
+            task.insert_result(SCAN_TIMEOUT)
+            self._decide(task)
+        with trio.move_on_after(_IDEMPOTENT_BUDGET):
+            await run_stage(Stage.IDEMPOTENT, stages[Stage.IDEMPOTENT], task, timeout)
+        return self._result(task, time.perf_counter() - started)
+
+    def _decide(self, task: Task) -> None:
+        task.score, task.scored = score_symbols(task.hits, self.registry.symbols, self.group_max)
+        task.required_score = self.thresholds.required_score
+        decided = task.pre_result or task.forced
+        task.action = decided.action if decided else self.thresholds.action_for(task.score)
+
+    def _result(self, task: Task, elapsed: float) -> ScanResult:
+        decided = task.pre_result or task.forced
+        messages = dict(task.messages)
+        if decided is not None and decided.message and "smtp_message" not in messages:
+            messages["smtp_message"] = decided.message
+        subject = None
+        if task.action is Action.REWRITE_SUBJECT:
+            subject = self._subject_template.replace("%s", task.message.subject or "")
+        message_id = (task.message.headers.get("message-id") or "").strip().strip("<>")
+        return ScanResult(
+            action=task.action,
+            score=task.score,
+            required_score=task.required_score,
+            thresholds=self.thresholds.as_dict(),
+            symbols=task.scored,
+            message_id=message_id,
+            messages=messages,
+            subject=subject,
+            add_headers=tuple(task.milter.add_headers),
+            remove_headers=dict(task.milter.remove_headers),
+            forced=decided,
+            partial=task.partial,
+            time_real=elapsed,
+        )
+
+
+def _threshold(value: object) -> float | None:
+    return None if value is False else float(value)  # type: ignore[arg-type]
+
+
+def _resolve_data_dir(config: Config, problems: list[ConfigProblem]) -> Path:
+    configured = Path(str(config.section("options")["data_dir"])).expanduser()
+    try:
+        configured.mkdir(parents=True, exist_ok=True)
+        if os.access(configured, os.W_OK):
+            return configured
+    except OSError:
+        pass
+    if str(configured) != DEFAULT_DATA_DIR:
+        problems.append(config.problem(("options", "data_dir"), f"{configured} is not writable"))
+        return configured
+    # The packaged default needs root; a user's `make run` falls back to their own state dir.
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    fallback = state / "milterd"
+    fallback.mkdir(parents=True, exist_ok=True)
+    log.info("data_dir %s is not writable; using %s", configured, fallback)
+    return fallback
+
+
+def _groups(config: Config, rules_dir: Path, problems: list[ConfigProblem]) -> dict[str, float]:
+    """Group caps: the shipped ``rules/groups.toml``, then ``[groups]`` from the config."""
+    caps: dict[str, float] = {}
+    shipped = rules_dir / "groups.toml"
+    if shipped.is_file():
+        with shipped.open("rb") as f:
+            for name, table in tomllib.load(f).get("groups", {}).items():
+                if isinstance(table.get("max_score"), int | float):
+                    caps[name] = float(table["max_score"])
+    for name, table in config.section("groups").items():
+        assert isinstance(table, dict)
+        if ("groups", name, "max_score") in config.sources or name not in caps:
+            value = table["max_score"]
+            if value is False:
+                caps.pop(name, None)
+            else:
+                caps[name] = float(value)
+    return caps
+
+
+def _composites(
+    config: Config, registry: SymbolRegistry, problems: list[ConfigProblem]
+) -> list[Composite]:
+    parsed: list[tuple[Composite, dict[str, object]]] = []
+    for name, table in config.section("composites").items():
+        assert isinstance(table, dict)
+        if not table["enabled"]:
+            continue
+        try:
+            tree = parse_expression(str(table["expression"]))
+            spec = SymbolSpec(name, float(table["score"]), str(table["group"]),  # type: ignore[arg-type]
+                              str(table["description"]), SymbolType.COMPOSITE)
+        except (CompositeError, ValueError) as exc:
+            problems.append(config.problem(("composites", name, "expression"), str(exc)))
+            continue
+        composite = Composite(name, str(table["expression"]), tree, Policy(table["policy"]))
+        registry.add_symbol(spec)
+        parsed.append((composite, table))
+    known_groups = {s.group for s in registry.symbols.values()}
+    for composite, _ in parsed:
+        for ref in composite.symbol_refs - set(registry.symbols):
+            problems.append(config.problem(("composites", composite.name, "expression"),
+                                           f"refers to unknown symbol {ref}"))
+        for ref in composite.group_refs - known_groups:
+            problems.append(config.problem(("composites", composite.name, "expression"),
+                                           f"refers to unknown group {ref}"))
+    return _order_composites([c for c, _ in parsed], problems, config)
+
+
+def _order_composites(
+    composites: list[Composite], problems: list[ConfigProblem], config: Config
+) -> list[Composite]:
+    """Composites that use other composites come after them; a cycle is refused."""
+    by_name = {c.name: c for c in composites}
+    order: list[Composite] = []
+    state: dict[str, int] = {}
+
+    def visit(c: Composite) -> None:
+        if state.get(c.name) == 2:
+            return
+        if state.get(c.name) == 1:
+            problems.append(config.problem(("composites", c.name), "composite refers to itself in a cycle"))
+            return
+        state[c.name] = 1
+        for ref in sorted(c.symbol_refs & by_name.keys()):
+            visit(by_name[ref])
+        state[c.name] = 2
+        order.append(c)
+
+    for composite in composites:
+        visit(composite)
+    return order
+
+
+def _apply_symbol_policy(config: Config, registry: SymbolRegistry, problems: list[ConfigProblem]) -> None:
+    for name, table in config.section("symbols").items():
+        assert isinstance(table, dict)
+        if name not in registry.symbols:
+            problems.append(config.problem(("symbols", name), "no module declares this symbol"))
+            continue
+        changes: dict[str, object] = {}
+        for key in ("score", "description", "group"):
+            if ("symbols", name, key) in config.sources and table[key] != "":
+                changes[key] = table[key]
+        if changes:
+            registry.replace_symbol(name, **changes)

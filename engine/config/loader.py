@@ -1,0 +1,210 @@
+"""Configuration layering, Rspamd style, and errors that point at file, line and key.
+
+Order, later wins:
+
+1. the schema defaults (shipped with the code; the single source of defaults);
+2. ``<config-dir>/milterd.toml``;
+3. ``<config-dir>/local.d/*.toml`` in name order, deep-merged: tables merge, lists and
+   scalars replace;
+4. ``<config-dir>/override.d/*.toml`` in name order: each table replaces the table of the
+   same name (the first level of a file that sets plain keys);
+5. a few environment variables that containers need (``MILTERD_MILTER_LISTEN``,
+   ``MILTERD_DATA_DIR``).
+
+A missing config directory means the defaults. Every value remembers the file that set it,
+so ``configdump --sources`` can say where it came from and an error can say where to look.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config.schema import Section, validate
+from engine.errors import ConfigError, ConfigProblem
+
+__all__ = ["DEFAULT_SOURCE", "ENV_OVERRIDES", "Config", "load_config"]
+
+DEFAULT_SOURCE = "(default)"
+ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
+    "MILTERD_MILTER_LISTEN": ("milter", "listen"),
+    "MILTERD_DATA_DIR": ("options", "data_dir"),
+}
+
+KeyPath = tuple[str, ...]
+
+
+@dataclass(slots=True)
+class Config:
+    """The effective configuration: validated values with defaults, and where each came from."""
+
+    data: dict[str, object]
+    sources: dict[KeyPath, str] = field(default_factory=dict)
+    config_dir: Path | None = None
+
+    def section(self, name: str) -> dict[str, object]:
+        value = self.data.get(name, {})
+        assert isinstance(value, dict)
+        return value
+
+    def problem(self, path: KeyPath, message: str) -> ConfigProblem:
+        """A problem with the value at ``path``, located in the file that set it."""
+        source = self.source_of(path)
+        line = _locate(Path(source), path) if not source.startswith(("$", "(")) else None
+        return ConfigProblem(source, line, ".".join(path), message)
+
+    def source_of(self, path: KeyPath) -> str:
+        for length in range(len(path), 0, -1):
+            source = self.sources.get(path[:length])
+            if source is not None:
+                return source
+        return DEFAULT_SOURCE
+
+
+def load_config(
+    config_dir: str | os.PathLike[str] | None,
+    schema: Section,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, layer and validate; raise ``ConfigError`` listing every problem found."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, object] = {}
+    sources: dict[KeyPath, str] = {}
+    problems: list[ConfigProblem] = []
+    directory = Path(config_dir) if config_dir is not None else None
+    if directory is not None and directory.is_dir():
+        main = directory / "milterd.toml"
+        if main.is_file():
+            _merge_file(main, raw, sources, problems, replace=False)
+        for sub, replace in (("local.d", False), ("override.d", True)):
+            for path in sorted((directory / sub).glob("*.toml")):
+                _merge_file(path, raw, sources, problems, replace=replace)
+    elif directory is not None and directory.exists():
+        problems.append(ConfigProblem(str(directory), None, "", "is not a directory"))
+    for variable, key_path in ENV_OVERRIDES.items():
+        if variable in environ:
+            _set_path(raw, key_path, environ[variable])
+            sources[key_path] = f"${variable}"
+    data, found = validate(schema, raw)
+    config = Config(data, sources, directory)
+    problems.extend(config.problem(key_path, message) for key_path, message in found)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _merge_file(
+    path: Path,
+    raw: dict[str, object],
+    sources: dict[KeyPath, str],
+    problems: list[ConfigProblem],
+    *,
+    replace: bool,
+) -> None:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"line (\d+)", str(exc))
+        problems.append(ConfigProblem(str(path), int(match.group(1)) if match else None, "", str(exc)))
+        return
+    except OSError as exc:
+        problems.append(ConfigProblem(str(path), None, "", f"cannot read: {exc.strerror}"))
+        return
+    if replace:
+        _replace(raw, data, sources, str(path), ())
+    else:
+        _deep_merge(raw, data, sources, str(path), ())
+
+
+def _deep_merge(
+    into: dict[str, object], data: Mapping[str, object], sources: dict[KeyPath, str], source: str,
+    prefix: KeyPath,
+) -> None:
+    for key, value in data.items():
+        path = (*prefix, key)
+        current = into.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _deep_merge(current, value, sources, source, path)
+            continue
+        into[key] = _copy(value)
+        _record(sources, value, source, path)
+
+
+def _replace(
+    into: dict[str, object], data: Mapping[str, object], sources: dict[KeyPath, str], source: str,
+    prefix: KeyPath,
+) -> None:
+    for key, value in data.items():
+        path = (*prefix, key)
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            target = into.setdefault(key, {})
+            if isinstance(target, dict):
+                _replace(target, value, sources, source, path)
+                continue
+        for old in [p for p in sources if p[: len(path)] == path]:
+            del sources[old]
+        into[key] = _copy(value)
+        _record(sources, value, source, path)
+
+
+def _record(sources: dict[KeyPath, str], value: object, source: str, path: KeyPath) -> None:
+    sources[path] = source
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _record(sources, item, source, (*path, key))
+
+
+def _copy(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _set_path(raw: dict[str, object], path: KeyPath, value: object) -> None:
+    node = raw
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+_TABLE = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(?:#.*)?$")
+_ASSIGN = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
+
+
+def _locate(file: Path, path: KeyPath) -> int | None:
+    """The line where ``path`` is set in a TOML file (best effort: tables, dotted keys)."""
+    try:
+        lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    table: KeyPath = ()
+    best: int | None = None
+    for number, line in enumerate(lines, 1):
+        match = _TABLE.match(line)
+        if match:
+            table = _split_key(match.group(1))
+            if table == path:
+                return number
+            if best is None and path[: len(table)] == table and table:
+                best = number
+            continue
+        match = _ASSIGN.match(line)
+        if match and (*table, *_split_key(match.group(1))) == path:
+            return number
+    return best
+
+
+def _split_key(text: str) -> KeyPath:
+    return tuple(part.strip().strip("\"'") for part in text.split("."))

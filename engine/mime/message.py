@@ -1,0 +1,105 @@
+"""One parsed message: headers at once, the MIME tree and text only when a check asks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cached_property
+
+from engine.mime.headers import HeaderList, decode_rfc2047, parse_header_block, split_message
+from engine.mime.parts import MimePart, parse_tree
+from engine.mime.text import TextPart, html_to_text
+
+__all__ = ["ParsedMessage"]
+
+
+class ParsedMessage:
+    """Headers, body and the lazily built MIME tree of one message.
+
+    ``defects`` collects what was broken (``bad_header_line``, ``missing_boundary``,
+    ``bad_base64`` …); reading ``defects`` parses the whole tree first so the set is
+    complete.
+    """
+
+    def __init__(
+        self, headers: HeaderList, body: bytes, defects: set[str], *, truncated: bool = False
+    ) -> None:
+        self.headers = headers
+        self.body = body
+        self.truncated = truncated
+        self._defects = defects
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> ParsedMessage:
+        defects: set[str] = set()
+        block, body, has_separator = split_message(raw)
+        if not has_separator and body == b"" and block and b":" not in block.split(b"\n", 1)[0]:
+            # Not even a first header line: treat the whole thing as body.
+            defects.add("no_headers")
+            return cls(HeaderList(), raw, defects)
+        if not has_separator:
+            defects.add("no_body_separator")
+        return cls(parse_header_block(block, defects), body, defects)
+
+    @classmethod
+    def from_fields(
+        cls, headers: Iterable[tuple[str, str]], body: bytes, *, truncated: bool = False
+    ) -> ParsedMessage:
+        return cls(HeaderList(headers), body, set(), truncated=truncated)
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+
+    @cached_property
+    def raw(self) -> bytes:
+        return self.headers.to_bytes() + b"\r\n" + self.body
+
+    @property
+    def defects(self) -> set[str]:
+        for part in self.parts:
+            if part.is_text:
+                _ = part.text  # decoding is where charset and CTE defects show
+        return self._defects
+
+    @cached_property
+    def root(self) -> MimePart:
+        return parse_tree(self.headers, self.body, self._defects)
+
+    @cached_property
+    def parts(self) -> list[MimePart]:
+        """Every part, depth first, the root included."""
+        out: list[MimePart] = []
+        stack = [self.root]
+        while stack:
+            part = stack.pop()
+            out.append(part)
+            stack.extend(reversed(part.children))
+        return out
+
+    @cached_property
+    def leaves(self) -> list[MimePart]:
+        return [p for p in self.parts if not p.children and not p.is_multipart]
+
+    @cached_property
+    def attachments(self) -> list[MimePart]:
+        return [p for p in self.leaves if p.is_attachment]
+
+    @cached_property
+    def text_parts(self) -> list[TextPart]:
+        out = []
+        for part in self.leaves:
+            if part.content_type not in ("text/plain", "text/html") or part.is_attachment:
+                continue
+            source = part.text
+            text = html_to_text(source) if part.content_type == "text/html" else source
+            out.append(TextPart(part.content_type, text, source, part.charset))
+        return out
+
+    @cached_property
+    def subject(self) -> str | None:
+        value = self.headers.get("subject")
+        return None if value is None else decode_rfc2047(value, self._defects).strip()
+
+    def decoded_header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else decode_rfc2047(value, self._defects).strip()

@@ -1,0 +1,15 @@
+"""The built-in modules, one file each. The order here is documentation only: execution
+order comes from stages, priorities and declared dependencies."""
+
+from __future__ import annotations
+
+from engine.modules.base import Module, ModuleContext, check
+from engine.modules.gtube import Gtube
+from engine.modules.milter_headers import MilterHeaders
+
+BUILTIN_MODULES: tuple[type[Module], ...] = (
+    Gtube,
+    MilterHeaders,
+)
+
+__all__ = ["BUILTIN_MODULES", "Module", "ModuleContext", "check"]

@@ -1,0 +1,1 @@
+"""milterd: the MTA-facing daemon (milter protocol, sessions, verdicts, CLI)."""

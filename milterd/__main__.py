@@ -1,0 +1,5 @@
+import sys
+
+from milterd.cli import main
+
+sys.exit(main())

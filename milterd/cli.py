@@ -1,0 +1,200 @@
+"""The ``milterd`` command: run, scan, configtest, configdump, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import trio
+
+from engine import Config, ConfigError, Engine, Envelope, ScanRequest, ScanResult
+from engine.config import DEFAULT_SOURCE
+from milterd.settings import MILTER_SECTION, MilterSettings
+
+__all__ = ["main"]
+
+DEFAULT_CONFIG_DIR = "/etc/milterd"
+EXTRA_SECTIONS = {"milter": MILTER_SECTION}
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config-dir", metavar="DIR", default=DEFAULT_CONFIG_DIR,
+                        help=f"directory holding milterd.toml, local.d/ and override.d/ "
+                             f"(default {DEFAULT_CONFIG_DIR}; missing means the shipped defaults)")
+    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        help="override [logging] level")
+
+    parser = argparse.ArgumentParser(
+        prog="milterd",
+        description="A Postfix milter-first mail filter: scores each message and answers with a "
+                    "rung of the action ladder (accept, greylist, add header, rewrite subject, "
+                    "soft reject, reject).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="serve the milter (127.0.0.1:11332 by default)",
+                         description="Serve the milter protocol until SIGTERM/SIGINT, then drain.")
+    run.add_argument("--listen", action="append", metavar="ADDR",
+                     help="HOST:PORT, [IPv6]:PORT or unix:/path (repeatable; overrides [milter] listen)")
+
+    scan = sub.add_parser("scan", parents=[common], help="scan message files in-process",
+                          description="Scan RFC 5322 files (or every file in a directory) with the "
+                                      "engine and print symbols, score and action per message.")
+    scan.add_argument("paths", nargs="+", metavar="FILE|DIR", help="message files or directories ('-' = stdin)")
+    scan.add_argument("--json", action="store_true", help="one /checkv2-shaped JSON object per line")
+    scan.add_argument("--ip", help="client address to pretend the message came from")
+    scan.add_argument("--helo", help="HELO name to pretend")
+    scan.add_argument("--hostname", help="client rDNS name to pretend")
+    scan.add_argument("--from", dest="mail_from", help="envelope sender")
+    scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeatable)")
+
+    sub.add_parser("configtest", parents=[common], help="check the configuration, print every problem",
+                   description="Load and validate the configuration; exit 1 listing every problem "
+                               "(file, line, key) if it is refused.")
+    dump = sub.add_parser("configdump", parents=[common], help="print the effective configuration",
+                          description="Print the effective configuration as TOML-like text.")
+    dump.add_argument("section", nargs="?", help="only this section")
+    dump.add_argument("--sources", action="store_true", help="say which file set each value")
+
+    bench = sub.add_parser("bench", parents=[common], help="measure throughput and CPU per message",
+                           description="Drive a milter over the protocol with N concurrent connections "
+                                       "(or the engine in-process) and report messages/s, CPU "
+                                       "seconds per message, p50/p99 latency and peak RSS.")
+    from milterd.bench import add_arguments
+
+    add_arguments(bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = Engine.load_config(args.config_dir, EXTRA_SECTIONS)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    _setup_logging(args.log_level or str(config.section("logging")["level"]))
+    command = args.command
+    if command == "configtest":
+        return _configtest(config)
+    if command == "configdump":
+        return _configdump(config, args.section, args.sources)
+    try:
+        engine = Engine.from_config(config)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    if command == "run":
+        return _run(engine, config, args.listen)
+    if command == "scan":
+        return trio.run(_scan_files, engine, args)
+    from milterd.bench import run_bench
+
+    return run_bench(engine, config, args)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _report_config_error(exc: ConfigError) -> int:
+    print("milterd: configuration refused:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 1
+
+
+def _configtest(config: Config) -> int:
+    try:
+        Engine.from_config(config)
+    except ConfigError as exc:
+        return _report_config_error(exc)
+    where = config.config_dir if config.config_dir and config.config_dir.is_dir() else "shipped defaults"
+    print(f"milterd: configuration OK ({where})")
+    return 0
+
+
+def _configdump(config: Config, section: str | None, sources: bool) -> int:
+    data = config.data
+    if section is not None:
+        if section not in data:
+            print(f"milterd: no section {section!r}; sections: {', '.join(sorted(data))}", file=sys.stderr)
+            return 1
+        data = {section: data[section]}
+    for line in _dump_table(data, (), config if sources else None):
+        print(line)
+    return 0
+
+
+def _dump_table(table: dict[str, object], path: tuple[str, ...], config: Config | None) -> Iterator[str]:
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+    if path and (scalars or not tables):
+        yield f"\n[{'.'.join(path)}]"
+    for key, value in scalars.items():
+        line = f"{key} = {json.dumps(value, ensure_ascii=False)}"
+        if config is not None:
+            source = config.source_of((*path, key))
+            line += f"  # {source}" if source != DEFAULT_SOURCE else "  # default"
+        yield line
+    for key, value in tables.items():
+        assert isinstance(value, dict)
+        yield from _dump_table(value, (*path, key), config)
+
+
+def _run(engine: Engine, config: Config, listen: list[str] | None) -> int:
+    from milterd.daemon import run_daemon
+
+    settings = MilterSettings.from_section(config.section("milter"))
+    try:
+        trio.run(lambda: run_daemon(engine, settings, listen=listen))
+    except OSError as exc:
+        print(f"milterd: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file())
+        else:
+            yield path
+
+
+async def _scan_files(engine: Engine, args: argparse.Namespace) -> int:
+    envelope = Envelope(client_addr=args.ip, helo=args.helo, client_name=args.hostname,
+                        mail_from=args.mail_from, rcpts=tuple(args.rcpt))
+    status = 0
+    for path in iter_message_files(args.paths):
+        try:
+            raw = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        except OSError as exc:
+            print(f"milterd: {path}: {exc.strerror}", file=sys.stderr)
+            status = 1
+            continue
+        result = await engine.scan(ScanRequest(envelope=envelope, raw=raw))
+        if args.json:
+            print(json.dumps({"file": str(path), **result.to_json()}, ensure_ascii=False))
+        else:
+            print(_format_result(str(path), result))
+    await engine.aclose()
+    return status
+
+
+def _format_result(name: str, result: ScanResult) -> str:
+    lines = [f"{name}: {result.action.value} (score {result.score:.2f} / {result.required_score:.2f})"]
+    for sym in sorted(result.symbols.values(), key=lambda s: (-abs(s.score), s.name)):
+        options = f" [{', '.join(sym.options)}]" if sym.options else ""
+        lines.append(f"  {sym.name:<28} {sym.score:6.2f}  {sym.description}{options}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
