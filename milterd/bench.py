@@ -1,0 +1,305 @@
+"""``milterd bench``: messages per second, CPU per message, latency and memory.
+
+Two modes, run by ``make bench``:
+
+* **milter** (``--spawn`` starts a daemon on a free loopback port with the given config,
+  ``--connect HOST:PORT [--pid PID]`` uses a running one): N concurrent connections, one
+  SMTP transaction each, as Postfix sends them. CPU is the daemon's own (utime + stime of
+  its process tree from /proc, so only known with ``--spawn`` or ``--pid``); peak RSS is
+  its VmHWM, reset before each run.
+* **in-process** (``--in-process``): the engine alone, no protocol, no sockets.
+
+Each mode runs ``--runs`` times (after one warm-up) and prints every run and the median.
+Without ``--corpus`` a generated corpus is used (plain, HTML, multipart with attachments,
+broken MIME, spammy), deterministic for a given ``--count``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import trio
+
+from engine import Config, Engine, ScanRequest
+from milterd.mta import SmtpEnvelope, milter_exchange, split_for_milter
+
+__all__ = ["add_arguments", "generate_corpus", "run_bench"]
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--corpus", metavar="DIR", help="message files (recursively); default: generated")
+    parser.add_argument("--count", type=int, default=2000, help="generated messages (default 2000)")
+    parser.add_argument("--concurrency", "-n", type=int, default=32, help="concurrent milter connections")
+    parser.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up (default 3)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--spawn", action="store_true", help="start a daemon to measure (the default)")
+    mode.add_argument("--connect", metavar="HOST:PORT", help="measure a running daemon")
+    mode.add_argument("--in-process", action="store_true", help="measure the engine alone")
+    parser.add_argument("--pid", type=int, help="with --connect: the daemon's pid, for CPU and RSS")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+
+
+@dataclass(slots=True)
+class RunFigures:
+    mode: str
+    messages: int
+    errors: int
+    wall_s: float
+    msgs_per_s: float
+    cpu_ms_per_msg: float | None
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mib: float | None
+
+
+def run_bench(engine: Engine, config: Config, args: argparse.Namespace) -> int:
+    messages = _load_corpus(args.corpus) if args.corpus else generate_corpus(args.count)
+    if not messages:
+        print("milterd bench: no messages", file=sys.stderr)
+        return 1
+    if args.in_process:
+        runs = [trio.run(_in_process, engine, messages) for _ in range(args.runs + 1)]
+        return _report(runs[1:], args.json)
+    if args.connect:
+        host, _, port = args.connect.rpartition(":")
+        runs = [_milter_run(host.strip("[]"), int(port), args.pid, messages, args.concurrency)
+                for _ in range(args.runs + 1)]
+        return _report(runs[1:], args.json)
+    with _spawned_daemon(config) as (port, pid):
+        runs = [_milter_run("127.0.0.1", port, pid, messages, args.concurrency)
+                for _ in range(args.runs + 1)]
+    return _report(runs[1:], args.json)
+
+
+def _report(runs: list[RunFigures], as_json: bool) -> int:
+    for run in runs:
+        print(json.dumps(asdict(run)) if as_json else _line("run   ", run))
+    med = RunFigures(
+        mode=runs[0].mode,
+        messages=runs[0].messages,
+        errors=max(r.errors for r in runs),
+        wall_s=statistics.median(r.wall_s for r in runs),
+        msgs_per_s=statistics.median(r.msgs_per_s for r in runs),
+        cpu_ms_per_msg=_median_or_none([r.cpu_ms_per_msg for r in runs]),
+        p50_ms=statistics.median(r.p50_ms for r in runs),
+        p99_ms=statistics.median(r.p99_ms for r in runs),
+        peak_rss_mib=_median_or_none([r.peak_rss_mib for r in runs]),
+    )
+    print(json.dumps({"median": asdict(med)}) if as_json else _line("median", med))
+    return 0 if med.errors == 0 else 1
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def _line(label: str, r: RunFigures) -> str:
+    cpu = f"{r.cpu_ms_per_msg:.3f} ms" if r.cpu_ms_per_msg is not None else "n/a"
+    rss = f"{r.peak_rss_mib:.1f} MiB" if r.peak_rss_mib is not None else "n/a"
+    return (f"{label} {r.mode:<10} {r.messages} msgs  {r.msgs_per_s:8.1f} msg/s  CPU {cpu}/msg  "
+            f"p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  peak RSS {rss}  errors {r.errors}")
+
+
+# -- the milter path -------------------------------------------------------------------
+
+
+def _milter_run(host: str, port: int, pid: int | None, messages: list[bytes], concurrency: int) -> RunFigures:
+    prepared = [split_for_milter(raw) for raw in messages]
+    if pid is not None:
+        _reset_peak_rss(pid)
+    cpu_before = _tree_cpu(pid) if pid is not None else None
+    started = time.perf_counter()
+    latencies, errors = trio.run(_drive, host, port, prepared, concurrency)
+    wall = time.perf_counter() - started
+    cpu = (_tree_cpu(pid) - cpu_before) if pid is not None and cpu_before is not None else None
+    return _figures("milter", len(messages), errors, wall, latencies, cpu,
+                    _peak_rss_mib(pid) if pid is not None else None)
+
+
+async def _drive(host: str, port: int, prepared: list[tuple[list[tuple[str, str]], bytes]],
+                 concurrency: int) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(range(len(prepared)))
+
+    async def worker() -> None:
+        nonlocal errors
+        for index in queue:
+            headers, body = prepared[index]
+            t0 = time.perf_counter()
+            try:
+                with trio.fail_after(60):
+                    stream = await trio.open_tcp_stream(host, port)
+                    async with stream:
+                        reply = await milter_exchange(stream, headers, body,
+                                                      SmtpEnvelope(queue_id=f"B{index:08X}"))
+                if reply.final is None:
+                    errors += 1
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError):
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    return latencies, errors
+
+
+class _spawned_daemon:
+    """A daemon on a free loopback port with this config; stopped with SIGTERM on exit."""
+
+    def __init__(self, config: Config) -> None:
+        self.config_dir = str(config.config_dir) if config.config_dir else "/nonexistent/milterd"
+
+    def __enter__(self) -> tuple[int, int]:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "milterd", "run", "--config-dir", self.config_dir,
+             "--listen", f"127.0.0.1:{port}", "--log-level", "warning"],
+        )
+        deadline = time.monotonic() + 30
+        while True:  # an external process: wait, bounded, for its port to answer
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the daemon did not start; see its log above") from None
+                time.sleep(0.05)
+        return port, self.proc.pid
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def _tree_cpu(pid: int) -> float:
+    total = 0
+    for proc in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICKS
+
+
+def _process_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        proc = todo.pop()
+        out.append(proc)
+        try:
+            for task in os.listdir(f"/proc/{proc}/task"):
+                todo += [int(c) for c in Path(f"/proc/{proc}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _reset_peak_rss(pid: int) -> None:
+    for proc in _process_tree(pid):
+        try:
+            Path(f"/proc/{proc}/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    peaks = []
+    for proc in _process_tree(pid):
+        try:
+            for line in Path(f"/proc/{proc}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return max(peaks) if peaks else None
+
+
+# -- in-process ----------------------------------------------------------------------------
+
+
+async def _in_process(engine: Engine, messages: list[bytes]) -> RunFigures:
+    latencies = []
+    cpu0, started = time.process_time(), time.perf_counter()
+    for raw in messages:
+        t0 = time.perf_counter()
+        await engine.scan(ScanRequest(raw=raw))
+        latencies.append(time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    return _figures("in-process", len(messages), 0, wall, latencies, cpu, _peak_rss_mib(os.getpid()))
+
+
+def _figures(mode: str, n: int, errors: int, wall: float, latencies: Sequence[float],
+             cpu_s: float | None, rss: float | None) -> RunFigures:
+    ordered = sorted(latencies)
+    p = lambda q: 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    ok = n - errors
+    return RunFigures(mode, n, errors, round(wall, 3), round(ok / wall, 1),
+                      round(1000 * cpu_s / max(ok, 1), 3) if cpu_s is not None else None,
+                      round(p(0.50), 3), round(p(0.99), 3), round(rss, 1) if rss is not None else None)
+
+
+# -- corpora ---------------------------------------------------------------------------
+
+
+def _load_corpus(directory: str) -> list[bytes]:
+    return [p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()]
+
+
+_WORDS = ("meeting report invoice project update schedule offer price free money click "
+          "account verify urgent winner team lunch release notes patch review build server "
+          "customer order shipping delivery password security newsletter unsubscribe").split()
+
+
+def generate_corpus(count: int, seed: int = 42) -> list[bytes]:
+    """Deterministic messages of the shapes real mail has, a few KB each."""
+    rnd = random.Random(seed)
+    out = []
+    for i in range(count):
+        kind = i % 5
+        text = "\r\n".join(" ".join(rnd.choices(_WORDS, k=rnd.randint(8, 16))) for _ in range(rnd.randint(5, 60)))
+        subject = " ".join(rnd.choices(_WORDS, k=rnd.randint(2, 7)))
+        if kind == 4:
+            subject = subject.upper()
+        head = (f"Received: from mail{i % 50}.sender.test (mail{i % 50}.sender.test [198.51.100.{i % 250 + 1}])\r\n"
+                f"\tby mx.example.test with ESMTPS id {i:08X}; Fri, 20 Nov 2026 10:00:00 +0000\r\n"
+                f"From: Sender {i % 50} <user{i % 50}@sender{i % 7}.test>\r\n"
+                f"To: rcpt@example.test\r\nSubject: {subject}\r\n"
+                f"Date: Fri, 20 Nov 2026 10:{i % 60:02d}:00 +0000\r\n"
+                f"Message-ID: <{i}.{rnd.getrandbits(32):08x}@sender{i % 7}.test>\r\nMIME-Version: 1.0\r\n")
+        if kind in (0, 4):
+            msg = head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n"
+        elif kind == 1:
+            html = "<html><body><p>" + text.replace("\r\n", "</p><p>") + "</p></body></html>"
+            msg = (head + 'Content-Type: multipart/alternative; boundary="b1"\r\n\r\n--b1\r\n'
+                   "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--b1\r\n"
+                   "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n--b1--\r\n")
+        elif kind == 2:
+            blob = "\r\n".join("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" * 2 for _ in range(40))
+            msg = (head + 'Content-Type: multipart/mixed; boundary="m1"\r\n\r\n--m1\r\n'
+                   "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--m1\r\n"
+                   'Content-Type: application/pdf; name="report.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+                   'Content-Disposition: attachment; filename="report.pdf"\r\n\r\n' + blob + "\r\n--m1--\r\n")
+        else:
+            msg = (head + 'Content-Type: multipart/mixed; boundary="broken"\r\n\r\n--broken\r\n'
+                   "Content-Type: text/html\r\n\r\n<b>" + text + "</b>\r\n")
+        out.append(msg.encode("utf-8"))
+    return out
