@@ -10,7 +10,7 @@ import logging
 import os
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
@@ -35,6 +35,7 @@ from engine.symbols import (
     parse_expression,
     score_symbols,
 )
+from engine.storage import SqliteStore, Store
 from engine.task import ScanRequest, Task
 
 __all__ = ["SCAN_TIMEOUT", "Engine"]
@@ -64,6 +65,7 @@ class Engine:
         composites: list[Composite],
         thresholds: Thresholds,
         group_max: Mapping[str, float],
+        store: Store,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -71,6 +73,7 @@ class Engine:
         self.composites = composites
         self.thresholds = thresholds
         self.group_max = group_max
+        self.store = store
         options = config.section("options")
         self._task_timeout = float(options["task_timeout"])  # type: ignore[arg-type]
         self._check_timeout = float(options["check_timeout"])  # type: ignore[arg-type]
@@ -80,10 +83,16 @@ class Engine:
     # -- construction -----------------------------------------------------------------
 
     @staticmethod
-    def config_schema(extra: Mapping[str, Section | TableOf] | None = None) -> Section:
-        """The whole configuration schema: core sections, every module's, and ``extra``."""
+    def config_schema(
+        extra: Mapping[str, Section | TableOf] | None = None,
+        modules: Sequence[type[Module]] | None = None,
+    ) -> Section:
+        """The whole configuration schema: core sections, every module's, and ``extra``.
+
+        ``modules`` replaces the built-in module list (tests build engines from their own).
+        """
         keys: dict[str, Section | TableOf] = dict(CORE_SECTIONS)
-        for module in BUILTIN_MODULES:
+        for module in BUILTIN_MODULES if modules is None else modules:
             keys[module.name] = module.schema()
         keys.update(extra or {})
         return Section(keys)  # type: ignore[arg-type]
@@ -94,24 +103,38 @@ class Engine:
         config_dir: str | os.PathLike[str] | None,
         extra: Mapping[str, Section | TableOf] | None = None,
         environ: Mapping[str, str] | None = None,
+        modules: Sequence[type[Module]] | None = None,
     ) -> Config:
-        return load_config(config_dir, cls.config_schema(extra), environ=environ)
+        return load_config(config_dir, cls.config_schema(extra, modules), environ=environ)
 
     @classmethod
-    def from_config(cls, config: Config) -> Engine:
-        """Build and validate everything; raise ``ConfigError`` naming every problem."""
+    def from_config(
+        cls,
+        config: Config,
+        *,
+        modules: Sequence[type[Module]] | None = None,
+        rules_dir: Path | None = None,
+    ) -> Engine:
+        """Build and validate everything; raise ``ConfigError`` naming every problem.
+
+        ``modules`` (default: the built-in ones) and ``rules_dir`` (default: the shipped
+        ``rules/``) let tests build an engine from their own modules and rule data.
+        """
         problems: list[ConfigProblem] = []
+        module_classes = BUILTIN_MODULES if modules is None else modules
+        data_dir = _resolve_data_dir(config, problems)
         ctx = ModuleContext(
             config=config,
-            data_dir=_resolve_data_dir(config, problems),
-            rules_dir=shipped_dir("rules"),
+            data_dir=data_dir,
+            rules_dir=shipped_dir("rules") if rules_dir is None else rules_dir,
             maps_dir=shipped_dir("maps"),
+            store=SqliteStore(data_dir / "milterd.sqlite"),
         )
         registry = SymbolRegistry()
         for spec in _ENGINE_SYMBOLS:
             registry.add_symbol(spec)
-        modules: list[Module] = []
-        for module_cls in BUILTIN_MODULES:
+        instances: list[Module] = []
+        for module_cls in module_classes:
             settings = config.section(module_cls.name)
             if not settings.get("enabled", True):
                 continue
@@ -120,7 +143,7 @@ class Engine:
             except ConfigError as exc:
                 problems.extend(exc.problems)
                 continue
-            modules.append(module)
+            instances.append(module)
             for spec in module.symbols:
                 registry.add_symbol(spec)
             for check_spec in module.checks():
@@ -135,11 +158,12 @@ class Engine:
         thresholds = Thresholds(
             {a: _threshold(actions[a.config_key]) for a in Action if a is not Action.NO_ACTION}
         )
-        return cls(config, registry, modules, composites, thresholds, group_max)
+        return cls(config, registry, instances, composites, thresholds, group_max, ctx.store)
 
     async def aclose(self) -> None:
         for module in self.modules:
             await module.aclose()
+        await self.store.aclose()
 
     async def __aenter__(self) -> Engine:
         return self
@@ -151,6 +175,9 @@ class Engine:
 
     async def scan(self, request: ScanRequest) -> ScanResult:
         """Scan one message. Never raises for a module's failure; cancellation propagates."""
+        # A checkpoint even when every check is synchronous: a cancelled caller gets
+        # Cancelled, not a verdict.
+        await trio.lowlevel.checkpoint_if_cancelled()
         started = time.perf_counter()
         if request.raw is not None:
             message = ParsedMessage.from_bytes(request.raw)
@@ -265,11 +292,18 @@ def _composites(
         if not table["enabled"]:
             continue
         try:
-            tree = parse_expression(str(table["expression"]))
             spec = SymbolSpec(name, float(table["score"]), str(table["group"]),  # type: ignore[arg-type]
                               str(table["description"]), SymbolType.COMPOSITE)
-        except (CompositeError, ValueError) as exc:
+        except ValueError as exc:  # the name: [composites.lower_case]
+            problems.append(config.problem(("composites", name), str(exc)))
+            continue
+        try:
+            tree = parse_expression(str(table["expression"]))
+        except CompositeError as exc:
             problems.append(config.problem(("composites", name, "expression"), str(exc)))
+            continue
+        if name in registry.symbols:
+            problems.append(config.problem(("composites", name), "a module already declares this symbol"))
             continue
         composite = Composite(name, str(table["expression"]), tree, Policy(table["policy"]))
         registry.add_symbol(spec)

@@ -4,11 +4,13 @@ order comes from stages, priorities and declared dependencies."""
 from __future__ import annotations
 
 from engine.modules.base import Module, ModuleContext, check
+from engine.modules.greylist import Greylist
 from engine.modules.gtube import Gtube
 from engine.modules.milter_headers import MilterHeaders
 
 BUILTIN_MODULES: tuple[type[Module], ...] = (
     Gtube,
+    Greylist,
     MilterHeaders,
 )
 

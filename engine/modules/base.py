@@ -31,6 +31,7 @@ from engine.symbols.spec import CheckSpec, SymbolSpec
 
 if TYPE_CHECKING:
     from engine.config.loader import Config
+    from engine.storage import Store
 
 __all__ = ["Module", "ModuleContext", "check"]
 
@@ -46,6 +47,7 @@ class ModuleContext:
     data_dir: Path
     rules_dir: Path
     maps_dir: Path
+    store: Store
 
 
 @dataclass(slots=True, frozen=True)
