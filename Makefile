@@ -7,9 +7,9 @@ BIN      := $(VENV)/bin
 CONFIG_DIR ?= /etc/milterd
 # Debian packages the tests drive for real: Postfix (end-to-end), libmilter-dev (pymilter,
 # Sendmail's own libmilter, is the reference our MTA-side codec is held against).
-TEST_DEBS := postfix libmilter-dev
+TEST_DEBS := postfix libmilter-dev miltertest
 
-.PHONY: install run test test-deps test-fast bench lint typecheck clean
+.PHONY: install run test test-deps test-fast bench lint typecheck docs clean
 
 install: $(VENV)/.installed
 
@@ -66,3 +66,7 @@ typecheck: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+
+# Reference docs generated from the schemas and the symbol registry (a test checks them).
+docs: install
+	$(BIN)/python -m milterd.docgen docs
