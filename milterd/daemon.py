@@ -32,6 +32,21 @@ async def run_daemon(
     Listeners are bound before readiness is reported (``task_status.started`` gets them,
     so tests can bind port 0 and learn the real port).
     """
+    try:
+        await _serve_until_signal(engine, settings, listen, drain_seconds, task_status)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await engine.aclose()
+    log.info("stopped")
+
+
+async def _serve_until_signal(
+    engine: Engine,
+    settings: MilterSettings,
+    listen: Sequence[str] | None,
+    drain_seconds: float,
+    task_status: trio.TaskStatus[list[trio.SocketListener]],
+) -> None:
     listeners = await open_listeners(listen or settings.listen, settings.socket_mode)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as handlers:
@@ -48,5 +63,3 @@ async def run_daemon(
                     break
                 acceptors.cancel_scope.cancel()
             handlers.cancel_scope.deadline = trio.current_time() + drain_seconds
-    await engine.aclose()
-    log.info("stopped")
