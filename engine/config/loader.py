@@ -87,7 +87,8 @@ def load_config(
     elif directory is not None and directory.exists():
         problems.append(ConfigProblem(str(directory), None, "", "is not a directory"))
     for variable, key_path in ENV_OVERRIDES.items():
-        if variable in environ:
+        # Only for settings this schema has: the engine alone has no [milter] section.
+        if variable in environ and _in_schema(schema, key_path):
             _set_path(raw, key_path, environ[variable])
             sources[key_path] = f"${variable}"
     data, found = validate(schema, raw)
@@ -112,6 +113,9 @@ def _merge_file(
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
         problems.append(ConfigProblem(str(path), int(match.group(1)) if match else None, "", str(exc)))
+        return
+    except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets this one through
+        problems.append(ConfigProblem(str(path), None, "", f"not UTF-8: {exc.reason} at byte {exc.start}"))
         return
     except OSError as exc:
         problems.append(ConfigProblem(str(path), None, "", f"cannot read: {exc.strerror}"))
@@ -166,6 +170,15 @@ def _copy(value: object) -> object:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+def _in_schema(schema: Section, path: KeyPath) -> bool:
+    node: object = schema
+    for key in path:
+        if not isinstance(node, Section) or key not in node.keys:
+            return False
+        node = node.keys[key]
+    return True
 
 
 def _set_path(raw: dict[str, object], path: KeyPath, value: object) -> None:

@@ -43,7 +43,7 @@ class Gtube(Module):
             if not self.accepted or not _has_encoded_text(task):
                 return
         for part in task.message.text_parts:
-            at = part.text.find(_TAIL)
+            at = part.text.find(_TAIL, 1)  # from 1: the letter before the tail decides
             while at > 0:
                 action = self.accepted.get(part.text[at - 1])
                 if action is not None:

@@ -83,27 +83,38 @@ class Composite:
 
 
 def parse_expression(text: str) -> _Node:
+    """Parse ``text``; a ``CompositeError`` names the (1-based) column where it went wrong."""
     tokens: list[str] = []
+    columns: list[int] = []
     pos = 0
     while pos < len(text):
         match = _TOKEN.match(text, pos)
         if match is None:
-            if text[pos:].strip() == "":
+            rest = text[pos:].lstrip()
+            if rest == "":
                 break
-            raise CompositeError(f"unexpected {text[pos:pos + 10]!r} at column {pos + 1}")
+            at = len(text) - len(rest)
+            raise CompositeError(f"unexpected {rest[:10]!r} at column {at + 1}")
         tokens.append(match.group(match.lastindex or 0))
+        columns.append(match.start(match.lastindex or 0) + 1)
         pos = match.end()
-    parser = _Parser(tokens)
+    parser = _Parser(tokens, columns, len(text) + 1)
     node = parser.expr()
     if parser.pos != len(tokens):
-        raise CompositeError(f"unexpected {tokens[parser.pos]!r}")
+        raise parser.error(f"unexpected {tokens[parser.pos]!r}")
     return node
 
 
 class _Parser:
-    def __init__(self, tokens: list[str]) -> None:
+    def __init__(self, tokens: list[str], columns: list[int], end: int) -> None:
         self.tokens = tokens
+        self.columns = columns
+        self.end = end
         self.pos = 0
+
+    def error(self, message: str) -> CompositeError:
+        at = self.columns[self.pos] if self.pos < len(self.columns) else self.end
+        return CompositeError(f"{message} at column {at}")
 
     def _peek(self) -> str | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -125,18 +136,19 @@ class _Parser:
     def unary(self) -> _Node:
         token = self._peek()
         if token is None:
-            raise CompositeError("expression ends too early")
+            raise self.error("expression ends too early")
         self.pos += 1
         if token == "!":
             return _Not(self.unary())
         if token == "(":
             node = self.expr()
             if self._peek() != ")":
-                raise CompositeError("missing ')'")
+                raise self.error("missing ')'")
             self.pos += 1
             return node
         if token in ("&", "|", ")"):
-            raise CompositeError(f"unexpected {token!r}")
+            self.pos -= 1
+            raise self.error(f"unexpected {token!r}")
         if token.startswith("g+:"):
             return _Atom(token[3:], group=True, positive_only=True)
         if token.startswith("g:"):
@@ -179,7 +191,10 @@ def _eval(
             matched.update(local)
             return True
         return False
-    return any(_eval(child, hits, specs, matched) for child in node.operands)
+    # Every operand is judged (no short cut): with A | B both atoms that are true made the
+    # composite true, and the policy applies to both, whichever is written first.
+    results = [_eval(child, hits, specs, matched) for child in node.operands]
+    return any(results)
 
 
 def evaluate_composites(

@@ -60,14 +60,21 @@ class Task:
         self._symbols = symbols
 
     def insert_result(self, name: str, weight: float = 1.0, options: Iterable[str] = ()) -> None:
-        """Record that ``name`` matched; repeated inserts keep the strongest weight, merge options."""
-        if name not in self._symbols:
+        """Record that ``name`` matched; options merge on repeated inserts.
+
+        A repeated insert keeps the strongest weight, or adds its weight when the symbol
+        is not ``one_shot``.
+        """
+        spec = self._symbols.get(name)
+        if spec is None:
             raise UnknownSymbolError(name)
         hit = self.hits.get(name)
         if hit is None:
             self.hits[name] = SymbolHit(name, weight, [str(o) for o in options])
             return
-        if abs(weight) > abs(hit.weight):
+        if not spec.one_shot:
+            hit.weight += weight
+        elif abs(weight) > abs(hit.weight):
             hit.weight = weight
         for option in options:
             if option not in hit.options:
