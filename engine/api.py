@@ -149,8 +149,11 @@ class Engine:
             for check_spec in module.checks():
                 registry.add_check(check_spec)
         group_max = _groups(config, ctx.rules_dir, problems)
+        # Module symbols take their configured policy first, so composites see the
+        # configured groups; then the composites' own symbols, then the leftovers are errors.
+        _apply_symbol_policy(config, registry, problems, report_unknown=False)
         composites = _composites(config, registry, problems)
-        _apply_symbol_policy(config, registry, problems)
+        _apply_symbol_policy(config, registry, problems, report_unknown=True)
         if problems:
             raise ConfigError(problems)
         registry.validate()
@@ -344,11 +347,14 @@ def _order_composites(
     return order
 
 
-def _apply_symbol_policy(config: Config, registry: SymbolRegistry, problems: list[ConfigProblem]) -> None:
+def _apply_symbol_policy(
+    config: Config, registry: SymbolRegistry, problems: list[ConfigProblem], *, report_unknown: bool
+) -> None:
     for name, table in config.section("symbols").items():
         assert isinstance(table, dict)
         if name not in registry.symbols:
-            problems.append(config.problem(("symbols", name), "no module declares this symbol"))
+            if report_unknown:
+                problems.append(config.problem(("symbols", name), "no module declares this symbol"))
             continue
         changes: dict[str, object] = {}
         for key in ("score", "description", "group"):

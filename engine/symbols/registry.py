@@ -54,6 +54,11 @@ class SymbolRegistry:
     def validate(self) -> None:
         """Check the whole graph; afterwards ``checks_for`` gives each stage's run order."""
         for check in self._checks.values():
+            if check.stage is Stage.COMPOSITE:
+                raise RegistryError(
+                    f"check {check.name}: the composite stage belongs to composite expressions; "
+                    "use POST to act on the score"
+                )
             for name in check.produces:
                 if name not in self._symbols:
                     raise RegistryError(f"check {check.name} inserts undeclared symbol {name}")

@@ -360,3 +360,15 @@ async def test_closing_the_engine_closes_its_modules(build_engine: Build) -> Non
         assert Closing.closed == []
     assert Closing.closed == ["closing"]
     assert engine.modules[0].name == "closing"
+
+
+def test_composite_may_use_a_group_given_in_symbols_config(
+    build_engine: Build, write_config: Write, scorer: type[Module]
+) -> None:
+    write_config(
+        "milterd.toml",
+        '[symbols.ONE]\ngroup = "regrouped"\n\n[composites.USES_IT]\nexpression = "g:regrouped"\n',
+    )
+    engine = build_engine(scorer)
+    assert [c.name for c in engine.composites] == ["USES_IT"]
+    assert engine.registry.symbols["ONE"].group == "regrouped"

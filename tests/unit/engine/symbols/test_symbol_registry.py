@@ -137,3 +137,13 @@ def test_replace_symbol_applies_policy_over_the_declared_default() -> None:
     reg.add_symbol(SymbolSpec("A", 1.0, "g1", "first"))
     reg.replace_symbol("A", score=2.5, group="g2")
     assert reg.symbols["A"] == SymbolSpec("A", 2.5, "g2", "first")
+
+
+def test_checks_in_the_composite_stage_are_refused() -> None:
+    from engine.pipeline.stages import Stage
+    from engine.symbols import CheckSpec, RegistryError, SymbolRegistry
+
+    registry = SymbolRegistry()
+    registry.add_check(CheckSpec("m.c", Stage.COMPOSITE, lambda task: None, (), "m"))
+    with pytest.raises(RegistryError, match="composite stage"):
+        registry.validate()
