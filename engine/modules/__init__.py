@@ -6,11 +6,19 @@ from __future__ import annotations
 from engine.modules.base import Module, ModuleContext, check
 from engine.modules.greylist import Greylist
 from engine.modules.gtube import Gtube
+from engine.modules.headers import Headers
+from engine.modules.hfilter import Hfilter
 from engine.modules.milter_headers import MilterHeaders
+from engine.modules.mime_types import MimeTypes
+from engine.modules.received import Received
 
 BUILTIN_MODULES: tuple[type[Module], ...] = (
     Gtube,
     Greylist,
+    Headers,
+    MimeTypes,
+    Received,
+    Hfilter,
     MilterHeaders,
 )
 
