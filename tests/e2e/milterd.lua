@@ -53,6 +53,7 @@ local function message(conn, qid, subject, body)
   must(mt.header(conn, "From", "Alice <alice@sender.test>"), "header From")
   must(mt.header(conn, "To", "rcpt@example.test"), "header To")
   must(mt.header(conn, "Subject", subject), "header Subject")
+  must(mt.header(conn, "Date", os.date("!%a, %d %b %Y %H:%M:%S +0000")), "header Date")
   must(mt.header(conn, "Message-ID", "<" .. qid .. "@sender.test>"), "header Message-ID")
   -- no mt.eoh(): milterd negotiates SMFIP_NOEOH, and miltertest refuses to send it then
   must(mt.bodystring(conn, "Hello,\r\n" .. body .. "\r\nBye\r\n"), "body")
