@@ -10,8 +10,8 @@ import logging
 import os
 import time
 import tomllib
-from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -24,6 +24,7 @@ from engine.pipeline.actions import Action, Thresholds
 from engine.pipeline.executor import MODULE_ERROR, MODULE_TIMEOUT, run_stage
 from engine.pipeline.stages import Stage
 from engine.result import ScanResult
+from engine.storage import SqliteStore, Store
 from engine.symbols import (
     Composite,
     CompositeError,
@@ -35,8 +36,10 @@ from engine.symbols import (
     parse_expression,
     score_symbols,
 )
-from engine.storage import SqliteStore, Store
 from engine.task import ScanRequest, Task
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["SCAN_TIMEOUT", "Engine"]
 
@@ -44,12 +47,27 @@ log = logging.getLogger(__name__)
 
 SCAN_TIMEOUT = "ENGINE_SCAN_TIMEOUT"
 _ENGINE_SYMBOLS = (
-    SymbolSpec(MODULE_ERROR, 0.0, "engine", "A check failed (see the log); the scan went on",
-               SymbolType.INTERNAL),
-    SymbolSpec(MODULE_TIMEOUT, 0.0, "engine", "A check ran out of time; the scan went on",
-               SymbolType.INTERNAL),
-    SymbolSpec(SCAN_TIMEOUT, 0.0, "engine", "The scan's deadline passed; the result is partial",
-               SymbolType.INTERNAL),
+    SymbolSpec(
+        MODULE_ERROR,
+        0.0,
+        "engine",
+        "A check failed (see the log); the scan went on",
+        SymbolType.INTERNAL,
+    ),
+    SymbolSpec(
+        MODULE_TIMEOUT,
+        0.0,
+        "engine",
+        "A check ran out of time; the scan went on",
+        SymbolType.INTERNAL,
+    ),
+    SymbolSpec(
+        SCAN_TIMEOUT,
+        0.0,
+        "engine",
+        "The scan's deadline passed; the result is partial",
+        SymbolType.INTERNAL,
+    ),
 )
 _IDEMPOTENT_BUDGET = 1.0
 
@@ -95,7 +113,7 @@ class Engine:
         for module in BUILTIN_MODULES if modules is None else modules:
             keys[module.name] = module.schema()
         keys.update(extra or {})
-        return Section(keys)  # type: ignore[arg-type]
+        return Section(keys)
 
     @classmethod
     def load_config(
@@ -295,8 +313,13 @@ def _composites(
         if not table["enabled"]:
             continue
         try:
-            spec = SymbolSpec(name, float(table["score"]), str(table["group"]),  # type: ignore[arg-type]
-                              str(table["description"]), SymbolType.COMPOSITE)
+            spec = SymbolSpec(
+                name,
+                float(table["score"]),
+                str(table["group"]),  # type: ignore[arg-type,unused-ignore]
+                str(table["description"]),
+                SymbolType.COMPOSITE,
+            )
         except ValueError as exc:  # the name: [composites.lower_case]
             problems.append(config.problem(("composites", name), str(exc)))
             continue
@@ -306,19 +329,19 @@ def _composites(
             problems.append(config.problem(("composites", name, "expression"), str(exc)))
             continue
         if name in registry.symbols:
-            problems.append(config.problem(("composites", name), "a module already declares this symbol"))
+            problems.append(
+                config.problem(("composites", name), "a module already declares this symbol")
+            )
             continue
         composite = Composite(name, str(table["expression"]), tree, Policy(table["policy"]))
         registry.add_symbol(spec)
         parsed.append((composite, table))
     known_groups = {s.group for s in registry.symbols.values()}
     for composite, _ in parsed:
-        for ref in composite.symbol_refs - set(registry.symbols):
-            problems.append(config.problem(("composites", composite.name, "expression"),
-                                           f"refers to unknown symbol {ref}"))
-        for ref in composite.group_refs - known_groups:
-            problems.append(config.problem(("composites", composite.name, "expression"),
-                                           f"refers to unknown group {ref}"))
+        where = ("composites", composite.name, "expression")
+        unknown = [f"symbol {r}" for r in sorted(composite.symbol_refs - set(registry.symbols))]
+        unknown += [f"group {r}" for r in sorted(composite.group_refs - known_groups)]
+        problems.extend(config.problem(where, f"refers to unknown {what}") for what in unknown)
     return _order_composites([c for c, _ in parsed], problems, config)
 
 
@@ -334,7 +357,9 @@ def _order_composites(
         if state.get(c.name) == 2:
             return
         if state.get(c.name) == 1:
-            problems.append(config.problem(("composites", c.name), "composite refers to itself in a cycle"))
+            problems.append(
+                config.problem(("composites", c.name), "composite refers to itself in a cycle")
+            )
             return
         state[c.name] = 1
         for ref in sorted(c.symbol_refs & by_name.keys()):

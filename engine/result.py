@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from engine.pipeline.actions import Action, ForcedAction
-from engine.symbols.results import ScoredSymbol
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from engine.pipeline.actions import Action, ForcedAction
+    from engine.symbols.results import ScoredSymbol
 
 __all__ = ["ScanResult"]
 
@@ -42,9 +45,7 @@ class ScanResult:
             "required_score": self.required_score,
             "action": self.action.value,
             "thresholds": dict(self.thresholds),
-            "symbols": {
-                name: _symbol_json(sym) for name, sym in self.symbols.items()
-            },
+            "symbols": {name: _symbol_json(sym) for name, sym in self.symbols.items()},
             "messages": dict(self.messages),
             "message-id": self.message_id,
             "time_real": round(self.time_real, 6),
@@ -73,7 +74,11 @@ class ScanResult:
 
 
 def _symbol_json(sym: ScoredSymbol) -> dict[str, object]:
-    out: dict[str, object] = {"name": sym.name, "score": sym.score, "metric_score": sym.metric_score}
+    out: dict[str, object] = {
+        "name": sym.name,
+        "score": sym.score,
+        "metric_score": sym.metric_score,
+    }
     if sym.description:
         out["description"] = sym.description
     if sym.options:

@@ -36,11 +36,15 @@ OPTIONS = Section(
             choices=("reject", "all", "disabled"),
         ),
         "task_timeout": Key(
-            (float,), 8.0, "Seconds a whole scan may take; past it the result is partial.",
+            (float,),
+            8.0,
+            "Seconds a whole scan may take; past it the result is partial.",
             check=at_least(0.01),
         ),
         "check_timeout": Key(
-            (float,), 5.0, "Default seconds for one asynchronous check (DNS, Redis …).",
+            (float,),
+            5.0,
+            "Default seconds for one asynchronous check (DNS, Redis …).",
             check=at_least(0.001),
         ),
     },
@@ -74,7 +78,9 @@ GROUPS = TableOf(
     Section(
         {
             "max_score": Key(
-                (float, bool), False, "Cap on the group's positive total (false: none).",
+                (float, bool),
+                False,
+                "Cap on the group's positive total (false: none).",
                 check=_threshold,
             ),
             "description": Key((str,), ""),
@@ -86,12 +92,16 @@ GROUPS = TableOf(
 COMPOSITES = TableOf(
     Section(
         {
-            "expression": Key((str,), "", "Boolean expression over symbols and g:groups.", required=True),
+            "expression": Key(
+                (str,), "", "Boolean expression over symbols and g:groups.", required=True
+            ),
             "score": Key((float,), 0.0),
             "group": Key((str,), "composite"),
             "description": Key((str,), ""),
             "policy": Key(
-                (str,), "remove_all", "What happens to the atoms that matched.",
+                (str,),
+                "remove_all",
+                "What happens to the atoms that matched.",
                 choices=("remove_all", "remove_weight", "remove_symbol", "leave"),
             ),
             "enabled": Key((bool,), True),

@@ -20,12 +20,15 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.config.schema import Section, validate
 from engine.errors import ConfigError, ConfigProblem
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["DEFAULT_SOURCE", "ENV_OVERRIDES", "Config", "load_config"]
 
@@ -112,10 +115,14 @@ def _merge_file(
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         match = re.search(r"line (\d+)", str(exc))
-        problems.append(ConfigProblem(str(path), int(match.group(1)) if match else None, "", str(exc)))
+        problems.append(
+            ConfigProblem(str(path), int(match.group(1)) if match else None, "", str(exc))
+        )
         return
     except UnicodeDecodeError as exc:  # TOML is UTF-8; tomllib lets this one through
-        problems.append(ConfigProblem(str(path), None, "", f"not UTF-8: {exc.reason} at byte {exc.start}"))
+        problems.append(
+            ConfigProblem(str(path), None, "", f"not UTF-8: {exc.reason} at byte {exc.start}")
+        )
         return
     except OSError as exc:
         problems.append(ConfigProblem(str(path), None, "", f"cannot read: {exc.strerror}"))
@@ -127,7 +134,10 @@ def _merge_file(
 
 
 def _deep_merge(
-    into: dict[str, object], data: Mapping[str, object], sources: dict[KeyPath, str], source: str,
+    into: dict[str, object],
+    data: Mapping[str, object],
+    sources: dict[KeyPath, str],
+    source: str,
     prefix: KeyPath,
 ) -> None:
     for key, value in data.items():
@@ -141,7 +151,10 @@ def _deep_merge(
 
 
 def _replace(
-    into: dict[str, object], data: Mapping[str, object], sources: dict[KeyPath, str], source: str,
+    into: dict[str, object],
+    data: Mapping[str, object],
+    sources: dict[KeyPath, str],
+    source: str,
     prefix: KeyPath,
 ) -> None:
     for key, value in data.items():

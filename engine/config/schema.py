@@ -7,8 +7,11 @@ docs can print it. Unknown keys are errors: a typo must never silently do nothin
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 __all__ = ["Key", "Section", "TableOf", "at_least", "between", "validate"]
 
@@ -60,8 +63,14 @@ def between(low: float, high: float) -> Callable[[object], str | None]:
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string",
-             list: "a list", dict: "a table"}
+    names = {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }
     return " or ".join(names.get(t, t.__name__) for t in types)
 
 
@@ -70,7 +79,12 @@ def _check_key(key: Key, value: object, path: tuple[str, ...], out: list[Problem
     if isinstance(value, bool) and bool not in types:
         out.append((path, f"must be {_type_name(types)}, not {str(value).lower()}"))
         return key.default
-    if isinstance(value, int) and not isinstance(value, bool) and float in types and int not in types:
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and float in types
+        and int not in types
+    ):
         value = float(value)
     if not isinstance(value, types):
         out.append((path, f"must be {_type_name(types)}, not {type(value).__name__} {value!r}"))

@@ -10,7 +10,7 @@ __all__ = ["bare_address", "domain_of", "is_valid_address", "parse_address_list"
 # Practical RFC 5322 §3.4.1 addr-spec check: a dot-atom or quoted local part, a domain of
 # labels or an address literal. Strict enough to tell garbage from mail.
 _ADDR = re.compile(
-    r'^(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\U0010ffff-]+)*'
+    r"^(?:[A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&\'*+/=?^_`{|}~\x80-\U0010ffff-]+)*"
     r'|"(?:[^"\\\r\n]|\\.)*")@(?:[A-Za-z0-9\x80-\U0010ffff](?:[A-Za-z0-9\x80-\U0010ffff-]*[A-Za-z0-9\x80-\U0010ffff])?'
     r"(?:\.[A-Za-z0-9\x80-\U0010ffff](?:[A-Za-z0-9\x80-\U0010ffff-]*[A-Za-z0-9\x80-\U0010ffff])?)*|\[[^\]\s]+\])$"
 )

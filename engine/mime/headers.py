@@ -11,7 +11,10 @@ import base64
 import binascii
 import codecs
 import re
-from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
 
 __all__ = [
     "HeaderList",
@@ -149,9 +152,9 @@ def decode_rfc2047(value: str, defects: set[str] | None = None) -> str:
             if encoding == "B":
                 data = base64.b64decode(text + "=" * (-len(text) % 4))
             else:
-                data = _QP_HEX.sub(lambda m: chr(int(m.group(1), 16)), text.replace("_", " ")).encode(
-                    "latin-1", "replace"
-                )
+                data = _QP_HEX.sub(
+                    lambda m: chr(int(m.group(1), 16)), text.replace("_", " ")
+                ).encode("latin-1", "replace")
         except (binascii.Error, ValueError):
             if defects is not None:
                 defects.add("bad_rfc2047")

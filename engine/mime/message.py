@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 from engine.mime.headers import HeaderList, decode_rfc2047, parse_header_block, split_message
 from engine.mime.parts import MimePart, parse_tree
 from engine.mime.text import TextPart, html_to_text
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 __all__ = ["ParsedMessage"]
 

@@ -15,14 +15,22 @@ import re
 import urllib.parse
 from functools import cached_property
 
-from engine.mime.headers import HeaderList, decode_rfc2047, decode_text, parse_header_block, split_message
+from engine.mime.headers import (
+    HeaderList,
+    decode_rfc2047,
+    decode_text,
+    parse_header_block,
+    split_message,
+)
 
 __all__ = ["MAX_DEPTH", "MAX_PARTS", "MimePart", "parse_content_type", "parse_tree"]
 
 MAX_DEPTH = 16
 MAX_PARTS = 512
 
-_TOKEN_TYPE = re.compile(r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*/\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*")
+_TOKEN_TYPE = re.compile(
+    r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*/\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*"
+)
 _PARAM = re.compile(r'\s*;?\s*([^\s=;"]+)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;]*)')
 _KNOWN_CTE = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
 
@@ -56,7 +64,7 @@ def _parse_params(text: str) -> dict[str, str]:
 
 
 def _join_rfc2231(raw: dict[str, str]) -> dict[str, str]:
-    """RFC 2231 §3–4: ``name*0*=utf-8''a%20b; name*1=c`` → ``name="a bc"``."""
+    """RFC 2231 §3-4: ``name*0*=utf-8''a%20b; name*1=c`` → ``name="a bc"``."""
     params: dict[str, str] = {}
     pieces: dict[str, list[tuple[int, str, bool]]] = {}
     for key, val in raw.items():
@@ -188,7 +196,9 @@ def _expand(part: MimePart, depth: int, budget: _Budget) -> None:
             part.defects.add("missing_boundary")
             return
         default = "message/rfc822" if part.content_type == "multipart/digest" else "text/plain"
-        for chunk in _split_multipart(part.body, boundary.encode("utf-8", "surrogateescape"), part.defects):
+        for chunk in _split_multipart(
+            part.body, boundary.encode("utf-8", "surrogateescape"), part.defects
+        ):
             if budget.parts >= MAX_PARTS:
                 part.defects.add("too_many_parts")
                 return
@@ -196,7 +206,9 @@ def _expand(part: MimePart, depth: int, budget: _Budget) -> None:
             if not has_sep and block.strip():
                 part.defects.add("part_without_headers")
                 block, content = b"", chunk
-            child = MimePart(parse_header_block(block, part.defects), content, part.defects, default)
+            child = MimePart(
+                parse_header_block(block, part.defects), content, part.defects, default
+            )
             part.children.append(child)
             _expand(child, depth + 1, budget)
     elif part.content_type == "message/rfc822" and depth < MAX_DEPTH:

@@ -85,7 +85,7 @@ def _parse(value: str) -> HopFields:
     if low.startswith("from "):
         rest = main[5:].lstrip()
         helo = rest.split(" ", 1)[0].rstrip(")")
-        clause = rest[len(helo) :] if by_at < 0 else main[5 : by_at]
+        clause = rest[len(helo) :] if by_at < 0 else main[5:by_at]
         ip_match = _BRACKET_IP.search(clause) or _BARE_IPV4.search(clause)
         if ip_match is None and helo.startswith("["):
             ip_match = _BRACKET_IP.match(helo)

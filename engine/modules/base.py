@@ -22,7 +22,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from engine.config.schema import Key, Section
@@ -30,6 +29,8 @@ from engine.pipeline.stages import Stage
 from engine.symbols.spec import CheckSpec, SymbolSpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from engine.config.loader import Config
     from engine.storage import Store
 

@@ -14,13 +14,16 @@ import hashlib
 import ipaddress
 import struct
 import time
+from typing import TYPE_CHECKING
 
 from engine.config.schema import Key, Section, at_least, between
 from engine.modules.base import Module, check
 from engine.pipeline.actions import Action
 from engine.pipeline.stages import Stage
 from engine.symbols.spec import SymbolSpec
-from engine.task.task import Task
+
+if TYPE_CHECKING:
+    from engine.task.task import Task
 
 __all__ = ["Greylist"]
 
@@ -35,12 +38,21 @@ class Greylist(Module):
     )
     settings_schema = Section(
         {
-            "timeout": Key((float,), 300.0, "Seconds a sender must wait before a retry passes.",
-                           check=at_least(0)),
-            "expire": Key((float,), 86400.0, "Seconds a triplet is remembered.", check=at_least(60)),
-            "ipv4_mask": Key((int,), 24, "Client IPv4 prefix that counts as one sender.", check=between(8, 32)),
-            "ipv6_mask": Key((int,), 64, "Client IPv6 prefix that counts as one sender.",
-                             check=between(16, 128)),
+            "timeout": Key(
+                (float,),
+                300.0,
+                "Seconds a sender must wait before a retry passes.",
+                check=at_least(0),
+            ),
+            "expire": Key(
+                (float,), 86400.0, "Seconds a triplet is remembered.", check=at_least(60)
+            ),
+            "ipv4_mask": Key(
+                (int,), 24, "Client IPv4 prefix that counts as one sender.", check=between(8, 32)
+            ),
+            "ipv6_mask": Key(
+                (int,), 64, "Client IPv6 prefix that counts as one sender.", check=between(16, 128)
+            ),
         }
     )
 
@@ -76,4 +88,9 @@ class Greylist(Module):
         network = ipaddress.ip_network(f"{address}/{mask}", strict=False)
         rcpts = ",".join(sorted(r.lower() for r in env.rcpts))
         triplet = f"{network}|{(env.mail_from or '').lower()}|{rcpts}"
-        return "gl:" + hashlib.blake2b(triplet.encode("utf-8", "surrogateescape"), digest_size=16).hexdigest()
+        return (
+            "gl:"
+            + hashlib.blake2b(
+                triplet.encode("utf-8", "surrogateescape"), digest_size=16
+            ).hexdigest()
+        )

@@ -8,14 +8,18 @@ can be tested rung by rung end to end.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.modules.base import Module, check
 from engine.pipeline.actions import Action
 from engine.pipeline.stages import Stage
 from engine.symbols.spec import SymbolSpec
-from engine.task.task import Task
+
+if TYPE_CHECKING:
+    from engine.task.task import Task
 
 _TAIL = "JS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
-_MARKER = "GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL"
+_MARKER = b"GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL"
 _ACTIONS = {
     "X": Action.REJECT,
     "Y": Action.ADD_HEADER,
@@ -31,17 +35,20 @@ class Gtube(Module):
 
     def setup(self) -> None:
         mode = self.ctx.config.section("options")["gtube_patterns"]
-        self.accepted = {} if mode == "disabled" else (
-            dict(_ACTIONS) if mode == "all" else {"X": Action.REJECT}
+        self.accepted = (
+            {}
+            if mode == "disabled"
+            else (dict(_ACTIONS) if mode == "all" else {"X": Action.REJECT})
         )
 
     @check(produces=("GTUBE",), stage=Stage.PRE, priority=100)
     def find(self, task: Task) -> None:
-        if not self.accepted or _MARKER.encode() not in task.message.body:
-            # A plain byte search rules out nearly every message before any MIME decoding;
-            # encoded parts are still decoded below when the marker is not in plain sight.
-            if not self.accepted or not _has_encoded_text(task):
-                return
+        if not self.accepted:
+            return
+        # A byte search rules out nearly every message before any MIME decoding; encoded
+        # text parts are still decoded when the marker is not in plain sight.
+        if _MARKER not in task.message.body and not _has_encoded_text(task):
+            return
         for part in task.message.text_parts:
             at = part.text.find(_TAIL, 1)  # from 1: the letter before the tail decides
             while at > 0:
@@ -54,6 +61,4 @@ class Gtube(Module):
 
 
 def _has_encoded_text(task: Task) -> bool:
-    return any(
-        p.is_text and p.cte in ("base64", "quoted-printable") for p in task.message.leaves
-    )
+    return any(p.is_text and p.cte in ("base64", "quoted-printable") for p in task.message.leaves)

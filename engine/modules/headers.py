@@ -53,14 +53,25 @@ _UNIQUE_HEADERS = {
 }
 _LIST_HEADERS = ("list-id", "list-post", "list-unsubscribe", "mailing-list", "x-mailing-list")
 _BULK_PRECEDENCE = frozenset({"list", "bulk", "junk"})
-_RCPT_COUNTS = ((50, "GT_50"), (12, "TWELVE"), (7, "SEVEN"), (5, "FIVE"), (3, "THREE"),
-                (2, "TWO"), (1, "ONE"), (0, "ZERO"))
+_RCPT_COUNTS = (
+    (50, "GT_50"),
+    (12, "TWELVE"),
+    (7, "SEVEN"),
+    (5, "FIVE"),
+    (3, "THREE"),
+    (2, "TWO"),
+    (1, "ONE"),
+    (0, "ZERO"),
+)
 
 # Fast path for the usual one-mailbox forms: ``Name <a@b>``, ``"Name" <a@b>``, ``a@b``.
 _NAME_ADDR = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^<>",:;@()\\]*?))\s*<([^<>\s,]*)>\s*$')
 _BARE_ADDR = re.compile(r"\s*([^\s<>\",:;()\\]+@[^\s<>\",:;()\\]+)\s*$")
-_REPLY_PREFIX = re.compile(r"^(?:\s*(?:re|fwd?|aw|sv|antw|antwort|wg|tr)\s*(?:\[\d+\])?\s*:\s*"
-                           r"|\s*\[[^\]]{1,40}\]\s*)+", re.I)
+_REPLY_PREFIX = re.compile(
+    r"^(?:\s*(?:re|fwd?|aw|sv|antw|antwort|wg|tr)\s*(?:\[\d+\])?\s*:\s*"
+    r"|\s*\[[^\]]{1,40}\]\s*)+",
+    re.I,
+)
 _MIN_CAPS_LETTERS = 6
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"?')
 _COMMENT = re.compile(r"\([^()]*\)")
@@ -127,39 +138,76 @@ class Headers(Module):
     description = "Required and unique header fields, dates, Message-ID, From, Subject, recipients."
     settings_schema = Section(
         {
-            "date_future": Key((float,), 2.0, "Hours a Date may lie ahead of now before "
-                               "DATE_IN_FUTURE.", check=at_least(0)),
-            "date_past": Key((float,), 24.0, "Hours a Date may lie behind now before "
-                             "DATE_IN_PAST.", check=at_least(0)),
+            "date_future": Key(
+                (float,),
+                2.0,
+                "Hours a Date may lie ahead of now before DATE_IN_FUTURE.",
+                check=at_least(0),
+            ),
+            "date_past": Key(
+                (float,),
+                24.0,
+                "Hours a Date may lie behind now before DATE_IN_PAST.",
+                check=at_least(0),
+            ),
         }
     )
     symbols = (
         SymbolSpec("MISSING_DATE", 1.0, _G, "Date header is missing"),
         SymbolSpec("INVALID_DATE", 1.5, _G, "Malformed Date header"),
-        SymbolSpec("DATE_IN_FUTURE", 4.0, _G, "Message date is in the future (more than date_future hours)"),
-        SymbolSpec("DATE_IN_PAST", 1.0, _G, "Message date is in the past (more than date_past hours)"),
+        SymbolSpec(
+            "DATE_IN_FUTURE", 4.0, _G, "Message date is in the future (more than date_future hours)"
+        ),
+        SymbolSpec(
+            "DATE_IN_PAST", 1.0, _G, "Message date is in the past (more than date_past hours)"
+        ),
         SymbolSpec("MISSING_MID", 2.5, _G, "Message-ID header is missing or empty"),
-        SymbolSpec("INVALID_MSGID", 1.7, _G, "Message-ID header is incorrect (no id-left@id-right)"),
+        SymbolSpec(
+            "INVALID_MSGID", 1.7, _G, "Message-ID header is incorrect (no id-left@id-right)"
+        ),
         SymbolSpec("MID_MISSING_BRACKETS", 0.5, _G, "Message-ID is missing <>'s"),
-        SymbolSpec("MID_RHS_NOT_FQDN", 0.5, _G, "Message-ID RHS is not a fully-qualified domain name"),
+        SymbolSpec(
+            "MID_RHS_NOT_FQDN", 0.5, _G, "Message-ID RHS is not a fully-qualified domain name"
+        ),
         SymbolSpec("MISSING_FROM", 2.0, _G, "Missing From header"),
         SymbolSpec("MULTIPLE_FROM", 8.0, _G, "Multiple addresses in From header without a Sender"),
         SymbolSpec("FROM_INVALID", 2.0, _G, "From header does not have a valid format"),
-        SymbolSpec("FROM_DN_EQ_ADDR", 1.0, _G, "From header display name is the same as the address"),
+        SymbolSpec(
+            "FROM_DN_EQ_ADDR", 1.0, _G, "From header display name is the same as the address"
+        ),
         SymbolSpec("FROM_NEQ_ENVFROM", 0.0, _G, "From address is different to the envelope"),
-        SymbolSpec("FORGED_SENDER", 0.3, _G,
-                   "Sender is forged (different From: header and SMTP MAIL FROM: addresses), "
-                   "not from a mailing list"),
+        SymbolSpec(
+            "FORGED_SENDER",
+            0.3,
+            _G,
+            "Sender is forged (different From: header and SMTP MAIL FROM: addresses), "
+            "not from a mailing list",
+        ),
         SymbolSpec("MISSING_TO", 2.0, _G, "To header is missing (and no Cc either)"),
         SymbolSpec("MISSING_SUBJECT", 2.0, _G, "Subject header is missing"),
         SymbolSpec("EMPTY_SUBJECT", 1.0, _G, "Subject header is empty"),
-        SymbolSpec("SUBJ_ALL_CAPS", 3.0, _SUBJECT_G,
-                   "Subject is all capital letters (weight grows with length up to 40 characters)"),
+        SymbolSpec(
+            "SUBJ_ALL_CAPS",
+            3.0,
+            _SUBJECT_G,
+            "Subject is all capital letters (weight grows with length up to 40 characters)",
+        ),
         SymbolSpec("MULTIPLE_UNIQUE_HEADERS", 7.0, _G, "Repeated unique headers"),
-        SymbolSpec("BROKEN_HEADERS", 10.0, _G,
-                   "Headers structure is likely broken (lines that are no header fields)"),
-        *(SymbolSpec(f"RCPT_COUNT_{label}", 0.0, _G, f"{low}{'+' if label == 'GT_50' else ''} "
-                     "recipients in To/Cc/Bcc") for low, label in _RCPT_COUNTS),
+        SymbolSpec(
+            "BROKEN_HEADERS",
+            10.0,
+            _G,
+            "Headers structure is likely broken (lines that are no header fields)",
+        ),
+        *(
+            SymbolSpec(
+                f"RCPT_COUNT_{label}",
+                0.0,
+                _G,
+                f"{low}{'+' if label == 'GT_50' else ''} recipients in To/Cc/Bcc",
+            )
+            for low, label in _RCPT_COUNTS
+        ),
     )
 
     def setup(self) -> None:
@@ -199,8 +247,16 @@ class Headers(Module):
         if "." not in right and not right.startswith("["):
             task.insert_result("MID_RHS_NOT_FQDN", options=[right[:64]])
 
-    @check(produces=("MISSING_FROM", "MULTIPLE_FROM", "FROM_INVALID", "FROM_DN_EQ_ADDR",
-                     "FROM_NEQ_ENVFROM", "FORGED_SENDER"))
+    @check(
+        produces=(
+            "MISSING_FROM",
+            "MULTIPLE_FROM",
+            "FROM_INVALID",
+            "FROM_DN_EQ_ADDR",
+            "FROM_NEQ_ENVFROM",
+            "FORGED_SENDER",
+        )
+    )
     def sender(self, task: Task) -> None:
         value = task.message.headers.get("from")
         if value is None or not value.strip():

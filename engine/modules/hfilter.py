@@ -38,8 +38,12 @@ class Hfilter(Module):
     symbols = (
         SymbolSpec("HFILTER_HELO_BAREIP", 3.0, _G, "Helo host is bare ip (or an address literal)"),
         SymbolSpec("HFILTER_HELO_NOT_FQDN", 2.0, _G, "Helo not FQDN"),
-        SymbolSpec("HFILTER_HOSTNAME_UNKNOWN", 2.5, _G,
-                   "Unknown client hostname (PTR or FCrDNS verification failed)"),
+        SymbolSpec(
+            "HFILTER_HOSTNAME_UNKNOWN",
+            2.5,
+            _G,
+            "Unknown client hostname (PTR or FCrDNS verification failed)",
+        ),
     )
 
     @check(produces=("HFILTER_HELO_BAREIP", "HFILTER_HELO_NOT_FQDN", "HFILTER_HOSTNAME_UNKNOWN"))
@@ -57,7 +61,11 @@ class Hfilter(Module):
             return
         helo = (env.helo or "").strip().rstrip(".")
         if helo:
-            literal = helo[1:-1].removeprefix("IPv6:") if helo.startswith("[") and helo.endswith("]") else helo
+            literal = (
+                helo[1:-1].removeprefix("IPv6:")
+                if helo.startswith("[") and helo.endswith("]")
+                else helo
+            )
             if _is_ip(literal):
                 task.insert_result("HFILTER_HELO_BAREIP", options=[helo[:64]])
             elif "." not in helo:

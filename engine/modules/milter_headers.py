@@ -9,12 +9,15 @@ to pre-fill our verdict.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from engine.config.schema import Key, Section
 from engine.modules.base import Module, check
 from engine.pipeline.actions import Action
 from engine.pipeline.stages import Stage
-from engine.task.task import Task
+
+if TYPE_CHECKING:
+    from engine.task.task import Task
 
 ROUTINES = ("x-spamd-result", "x-spam-status", "x-spamd-bar", "x-spam-level")
 _HEADER_NAMES = {
@@ -36,9 +39,15 @@ class MilterHeaders(Module):
     description = "Headers describing the verdict, added to every scanned message."
     settings_schema = Section(
         {
-            "use": Key((list,), ["x-spamd-result", "x-spam-status"], "Which headers to add.",
-                       check=_routines),
-            "remove_upstream": Key((bool,), True, "Remove same-named headers that came with the mail."),
+            "use": Key(
+                (list,),
+                ["x-spamd-result", "x-spam-status"],
+                "Which headers to add.",
+                check=_routines,
+            ),
+            "remove_upstream": Key(
+                (bool,), True, "Remove same-named headers that came with the mail."
+            ),
         }
     )
 
@@ -72,11 +81,11 @@ class MilterHeaders(Module):
     @staticmethod
     def _x_spamd_bar(task: Task) -> str:
         if task.score >= 1:
-            return "+" * min(int(math.floor(task.score)), 50)
+            return "+" * min(math.floor(task.score), 50)
         if task.score <= -1:
-            return "-" * min(int(math.floor(-task.score)), 50)
+            return "-" * min(math.floor(-task.score), 50)
         return "/"
 
     @staticmethod
     def _x_spam_level(task: Task) -> str | None:
-        return "*" * min(int(math.floor(task.score)), 50) if task.score >= 1 else None
+        return "*" * min(math.floor(task.score), 50) if task.score >= 1 else None

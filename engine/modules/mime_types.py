@@ -31,8 +31,9 @@ __all__ = ["MimeTypes", "jaccard_distance", "split_filename"]
 _G = "mime_types"
 _KNOWN_CTE = frozenset({"7bit", "8bit", "binary", "base64", "quoted-printable"})
 _CONTENT_TYPE_DEFECTS = frozenset({"bad_content_type", "missing_boundary"})
-_STRUCTURE_DEFECTS = frozenset({"missing_mime_parts", "nesting_too_deep", "too_many_parts",
-                                "part_without_headers"})
+_STRUCTURE_DEFECTS = frozenset(
+    {"missing_mime_parts", "nesting_too_deep", "too_many_parts", "part_without_headers"}
+)
 _ASCII_CHARSETS = frozenset({"us-ascii", "ascii", "ansi_x3.4-1968"})
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _EXECUTABLE_MAGIC = ((b"MZ", "pe"), (b"\x7fELF", "elf"))
@@ -86,25 +87,65 @@ class MimeTypes(Module):
     symbols = (
         SymbolSpec("MIME_GOOD", -0.1, _G, "Known content-type"),
         SymbolSpec("MIME_BAD", 1.0, _G, "Known bad content-type (programs and scripts)"),
-        SymbolSpec("BROKEN_CONTENT_TYPE", 1.5, _G,
-                   "Message has part with broken content type (unparseable, or multipart without boundary)"),
-        SymbolSpec("MIME_BROKEN_STRUCTURE", 1.0, _G,
-                   "Multipart body is broken: no parts, unterminated, parts without headers, too deep or too many"),
-        SymbolSpec("MISSING_MIME_VERSION", 2.0, _G,
-                   "MIME-Version header is missing in a message that uses multipart or a transfer encoding"),
+        SymbolSpec(
+            "BROKEN_CONTENT_TYPE",
+            1.5,
+            _G,
+            "Message has part with broken content type (unparseable, or multipart without boundary)",
+        ),
+        SymbolSpec(
+            "MIME_BROKEN_STRUCTURE",
+            1.0,
+            _G,
+            "Multipart body is broken: no parts, unterminated, parts without headers, too deep or too many",
+        ),
+        SymbolSpec(
+            "MISSING_MIME_VERSION",
+            2.0,
+            _G,
+            "MIME-Version header is missing in a message that uses multipart or a transfer encoding",
+        ),
         SymbolSpec("MIME_HTML_ONLY", 0.2, _G, "Message has only an HTML part"),
-        SymbolSpec("MIME_MA_MISSING_TEXT", 2.0, _G, "MIME multipart/alternative missing text/plain part"),
-        SymbolSpec("MIME_MA_MISSING_HTML", 1.0, _G, "MIME multipart/alternative missing text/html part"),
-        SymbolSpec("R_PARTS_DIFFER", 1.0, _G, "Text and HTML parts differ (word sets, Jaccard distance > 0.5)"),
-        SymbolSpec("R_BAD_CTE_7BIT", 3.5, _G,
-                   "Detects bad Content-Transfer-Encoding for text parts (8-bit bytes in 7bit); "
-                   "0.3 of the weight when an 8-bit charset is declared"),
-        SymbolSpec("MIME_UNKNOWN_CTE", 1.0, _G, "A part declares an unknown Content-Transfer-Encoding"),
-        SymbolSpec("R_MISSING_CHARSET", 0.5, _G, "Charset header is missing on a text part with 8-bit content"),
-        SymbolSpec("MIME_BAD_EXTENSION", 2.0, _G, "Bad extension (an attachment name that runs code)"),
-        SymbolSpec("MIME_DOUBLE_BAD_EXTENSION", 3.0, _G, "Bad extension cloaking (invoice.pdf.exe)"),
-        SymbolSpec("MIME_BAD_ATTACHMENT", 4.0, _G,
-                   "Invalid attachment mime type (name and declared type or content disagree)"),
+        SymbolSpec(
+            "MIME_MA_MISSING_TEXT", 2.0, _G, "MIME multipart/alternative missing text/plain part"
+        ),
+        SymbolSpec(
+            "MIME_MA_MISSING_HTML", 1.0, _G, "MIME multipart/alternative missing text/html part"
+        ),
+        SymbolSpec(
+            "R_PARTS_DIFFER",
+            1.0,
+            _G,
+            "Text and HTML parts differ (word sets, Jaccard distance > 0.5)",
+        ),
+        SymbolSpec(
+            "R_BAD_CTE_7BIT",
+            3.5,
+            _G,
+            "Detects bad Content-Transfer-Encoding for text parts (8-bit bytes in 7bit); "
+            "0.3 of the weight when an 8-bit charset is declared",
+        ),
+        SymbolSpec(
+            "MIME_UNKNOWN_CTE", 1.0, _G, "A part declares an unknown Content-Transfer-Encoding"
+        ),
+        SymbolSpec(
+            "R_MISSING_CHARSET",
+            0.5,
+            _G,
+            "Charset header is missing on a text part with 8-bit content",
+        ),
+        SymbolSpec(
+            "MIME_BAD_EXTENSION", 2.0, _G, "Bad extension (an attachment name that runs code)"
+        ),
+        SymbolSpec(
+            "MIME_DOUBLE_BAD_EXTENSION", 3.0, _G, "Bad extension cloaking (invoice.pdf.exe)"
+        ),
+        SymbolSpec(
+            "MIME_BAD_ATTACHMENT",
+            4.0,
+            _G,
+            "Invalid attachment mime type (name and declared type or content disagree)",
+        ),
     )
 
     def setup(self) -> None:
@@ -113,20 +154,36 @@ class MimeTypes(Module):
         for entry in read_map_entries(maps / "mime_types.map"):
             ctype, _, weight = entry.partition(" ")
             self.type_weights[ctype.lower()] = float(weight.strip() or 0)
-        self.bad_extensions = frozenset(e.lower().lstrip(".") for e in read_map_entries(maps / "bad_extensions.map"))
+        self.bad_extensions = frozenset(
+            e.lower().lstrip(".") for e in read_map_entries(maps / "bad_extensions.map")
+        )
         self.extension_types: dict[str, tuple[str, ...]] = {}
         for entry in read_map_entries(maps / "extension_types.map"):
             ext, *types = entry.lower().split()
             self.extension_types[ext] = tuple(types)
 
-    @check(produces=("MIME_GOOD", "MIME_BAD", "BROKEN_CONTENT_TYPE", "MIME_BROKEN_STRUCTURE",
-                     "MISSING_MIME_VERSION", "MIME_HTML_ONLY", "MIME_MA_MISSING_TEXT",
-                     "MIME_MA_MISSING_HTML", "R_BAD_CTE_7BIT", "MIME_UNKNOWN_CTE", "R_MISSING_CHARSET"))
+    @check(
+        produces=(
+            "MIME_GOOD",
+            "MIME_BAD",
+            "BROKEN_CONTENT_TYPE",
+            "MIME_BROKEN_STRUCTURE",
+            "MISSING_MIME_VERSION",
+            "MIME_HTML_ONLY",
+            "MIME_MA_MISSING_TEXT",
+            "MIME_MA_MISSING_HTML",
+            "R_BAD_CTE_7BIT",
+            "MIME_UNKNOWN_CTE",
+            "R_MISSING_CHARSET",
+        )
+    )
     def structure(self, task: Task) -> None:
         message = task.message
         defects = message.root.defects
         if defects & _CONTENT_TYPE_DEFECTS:
-            task.insert_result("BROKEN_CONTENT_TYPE", options=sorted(defects & _CONTENT_TYPE_DEFECTS))
+            task.insert_result(
+                "BROKEN_CONTENT_TYPE", options=sorted(defects & _CONTENT_TYPE_DEFECTS)
+            )
         broken = defects & _STRUCTURE_DEFECTS
         if "unterminated_multipart" in defects and not message.truncated:
             broken = broken | {"unterminated_multipart"}
@@ -171,8 +228,11 @@ class MimeTypes(Module):
             if part.cte == "7bit" and (is_mime or declared) and not part.body.isascii():
                 # RFC 2045 §6.1: no header means 7bit, which allows no octet above 127.
                 weight = 1.0 if not charset or charset in _ASCII_CHARSETS else 0.3
-                task.insert_result("R_BAD_CTE_7BIT", weight=weight,
-                                   options=[part.headers.get("content-transfer-encoding", "7bit") or "7bit"])
+                task.insert_result(
+                    "R_BAD_CTE_7BIT",
+                    weight=weight,
+                    options=[part.headers.get("content-transfer-encoding", "7bit") or "7bit"],
+                )
             if declared and not charset and _has_8bit_content(part):
                 task.insert_result("R_MISSING_CHARSET")
         if html and not plain:
@@ -205,7 +265,9 @@ class MimeTypes(Module):
             if distance > 0.5:
                 # Rspamd's scaling: full weight only when there are enough words to be sure.
                 weight = (distance - 0.5) * (2.0 if len(a) + len(b) > _CONFIDENT_WORDS else 1.0)
-                task.insert_result("R_PARTS_DIFFER", weight=weight, options=[f"{distance * 100:.1f}%"])
+                task.insert_result(
+                    "R_PARTS_DIFFER", weight=weight, options=[f"{distance * 100:.1f}%"]
+                )
                 return
 
     @check(produces=("MIME_BAD_EXTENSION", "MIME_DOUBLE_BAD_EXTENSION", "MIME_BAD_ATTACHMENT"))
@@ -223,8 +285,12 @@ class MimeTypes(Module):
                 continue
             allowed = self.extension_types.get(ext)
             ctype = part.content_type
-            if allowed and ctype != "application/octet-stream" and not any(
-                ctype == t or (t.endswith("/*") and ctype.startswith(t[:-1])) for t in allowed
+            if (
+                allowed
+                and ctype != "application/octet-stream"
+                and not any(
+                    ctype == t or (t.endswith("/*") and ctype.startswith(t[:-1])) for t in allowed
+                )
             ):
                 task.insert_result("MIME_BAD_ATTACHMENT", options=[f"{ext}:{ctype}"])
                 continue
@@ -247,10 +313,20 @@ def _descendants(part: MimePart) -> list[MimePart]:
 
 def _text_part_index(task: Task) -> dict[int, TextPart]:
     """Map each text leaf (by identity) to its ``TextPart``, sharing the HTML-to-text work."""
-    leaves = [p for p in task.message.leaves
-              if p.content_type in ("text/plain", "text/html") and not p.is_attachment]
+    leaves = [
+        p
+        for p in task.message.leaves
+        if p.content_type in ("text/plain", "text/html") and not p.is_attachment
+    ]
     texts = task.message.text_parts
     if len(texts) == len(leaves):  # text_parts is built from exactly these leaves, in order
         return {id(p): t for p, t in zip(leaves, texts, strict=True)}
-    return {id(p): TextPart(p.content_type, html_to_text(p.text) if p.content_type == "text/html"
-                            else p.text, p.text, p.charset) for p in leaves}
+    return {
+        id(p): TextPart(
+            p.content_type,
+            html_to_text(p.text) if p.content_type == "text/html" else p.text,
+            p.text,
+            p.charset,
+        )
+        for p in leaves
+    }

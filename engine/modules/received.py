@@ -28,8 +28,15 @@ if TYPE_CHECKING:
 __all__ = ["RECEIVED_CHAIN", "Received", "ReceivedChain", "received_chain"]
 
 _G = "received"
-_COUNTS = ((12, "TWELVE"), (7, "SEVEN"), (5, "FIVE"), (3, "THREE"), (2, "TWO"), (1, "ONE"),
-           (0, "ZERO"))
+_COUNTS = (
+    (12, "TWELVE"),
+    (7, "SEVEN"),
+    (5, "FIVE"),
+    (3, "THREE"),
+    (2, "TWO"),
+    (1, "ONE"),
+    (0, "ZERO"),
+)
 # RFC 5321 §4.4 trace fields are ASCII; control characters other than TAB never belong.
 _ILLEGAL = re.compile(r"[^\t\n\x20-\x7e]")
 _ADDR_BEFORE = frozenset("<, \t\n:;\"'")
@@ -55,7 +62,9 @@ def received_chain(task: Task) -> ReceivedChain:
     """The message's Received chain, parsed on first use and shared through the stash."""
     if RECEIVED_CHAIN in task.stash:
         return task.stash[RECEIVED_CHAIN]
-    hops = tuple(h for h in map(Hop, task.message.headers.get_all("received")) if not h.is_retrieval)
+    hops = tuple(
+        h for h in map(Hop, task.message.headers.get_all("received")) if not h.is_retrieval
+    )
     client = task.envelope.client_addr
     own_missing = client is not None and client != "" and (not hops or client not in hops[0].raw)
     chain = ReceivedChain(hops, own_missing)
@@ -68,28 +77,56 @@ class Received(Module):
     description = "Received header chain: hop count, illegal characters, authenticated hand-offs."
     settings_schema = Section(
         {
-            "max_hops": Key((int,), 25, "More hops than this is RCVD_CHAIN_TOO_LONG "
-                            "(RFC 5321 §6.3 loop detection counts far higher).", check=at_least(1)),
+            "max_hops": Key(
+                (int,),
+                25,
+                "More hops than this is RCVD_CHAIN_TOO_LONG "
+                "(RFC 5321 §6.3 loop detection counts far higher).",
+                check=at_least(1),
+            ),
         }
     )
     symbols = (
-        *(SymbolSpec(f"RCVD_COUNT_{label}", 0.0, _G,
-                     f"Message has {low}{'+' if low >= 3 else ''} Received headers (hops)")
-          for low, label in _COUNTS),
+        *(
+            SymbolSpec(
+                f"RCVD_COUNT_{label}",
+                0.0,
+                _G,
+                f"Message has {low}{'+' if low >= 3 else ''} Received headers (hops)",
+            )
+            for low, label in _COUNTS
+        ),
         SymbolSpec("ONCE_RECEIVED", 0.1, _G, "One received header in a message"),
-        SymbolSpec("RCVD_CHAIN_TOO_LONG", 1.0, _G, "More Received hops than max_hops (a loop or forgery)"),
-        SymbolSpec("RCVD_ILLEGAL_CHARS", 2.0, _G, "Received header has raw 8-bit or control characters"),
-        SymbolSpec("RCVD_VIA_SMTP_AUTH", 0.0, _G, "Authenticated hand-off was seen in Received headers"),
-        SymbolSpec("PREVIOUSLY_DELIVERED", 0.0, _G,
-                   "Message either to a list or was forwarded (a Received 'for' names a To/Cc address)"),
+        SymbolSpec(
+            "RCVD_CHAIN_TOO_LONG", 1.0, _G, "More Received hops than max_hops (a loop or forgery)"
+        ),
+        SymbolSpec(
+            "RCVD_ILLEGAL_CHARS", 2.0, _G, "Received header has raw 8-bit or control characters"
+        ),
+        SymbolSpec(
+            "RCVD_VIA_SMTP_AUTH", 0.0, _G, "Authenticated hand-off was seen in Received headers"
+        ),
+        SymbolSpec(
+            "PREVIOUSLY_DELIVERED",
+            0.0,
+            _G,
+            "Message either to a list or was forwarded (a Received 'for' names a To/Cc address)",
+        ),
     )
 
     def setup(self) -> None:
         self._max_hops = int(self.settings["max_hops"])  # type: ignore[call-overload]
 
-    @check(produces=(*(f"RCVD_COUNT_{label}" for _, label in _COUNTS), "ONCE_RECEIVED",
-                     "RCVD_CHAIN_TOO_LONG", "RCVD_ILLEGAL_CHARS", "RCVD_VIA_SMTP_AUTH",
-                     "PREVIOUSLY_DELIVERED"))
+    @check(
+        produces=(
+            *(f"RCVD_COUNT_{label}" for _, label in _COUNTS),
+            "ONCE_RECEIVED",
+            "RCVD_CHAIN_TOO_LONG",
+            "RCVD_ILLEGAL_CHARS",
+            "RCVD_VIA_SMTP_AUTH",
+            "PREVIOUSLY_DELIVERED",
+        )
+    )
     def chain(self, task: Task) -> None:
         chain = received_chain(task)
         count = chain.count
@@ -132,7 +169,9 @@ def _mentions(text: str, address: str) -> bool:
     at = text.find(address)
     while at >= 0:
         end = at + len(address)
-        if (at == 0 or text[at - 1] in _ADDR_BEFORE) and (end == len(text) or text[end] in _ADDR_AFTER):
+        if (at == 0 or text[at - 1] in _ADDR_BEFORE) and (
+            end == len(text) or text[end] in _ADDR_AFTER
+        ):
             return True
         at = text.find(address, at + 1)
     return False

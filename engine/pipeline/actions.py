@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["Action", "ForcedAction", "Thresholds"]
 
@@ -61,7 +64,9 @@ class Thresholds:
         for action, threshold in self.levels.items():
             if threshold is None or score < threshold:
                 continue
-            if threshold > best_threshold or (threshold == best_threshold and action.rank > best.rank):
+            if threshold > best_threshold or (
+                threshold == best_threshold and action.rank > best.rank
+            ):
                 best, best_threshold = action, threshold
         return best
 

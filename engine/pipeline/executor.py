@@ -18,7 +18,6 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 import trio
@@ -26,6 +25,8 @@ import trio
 from engine.pipeline.stages import Stage
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from engine.symbols.spec import CheckSpec
     from engine.task.task import Task
 
@@ -39,7 +40,9 @@ MODULE_TIMEOUT = "ENGINE_MODULE_TIMEOUT"
 _SEQUENTIAL = frozenset({Stage.PRE, Stage.POST, Stage.IDEMPOTENT})
 
 
-async def run_stage(stage: Stage, checks: list[CheckSpec], task: Task, default_timeout: float) -> None:
+async def run_stage(
+    stage: Stage, checks: list[CheckSpec], task: Task, default_timeout: float
+) -> None:
     if not checks:
         return
     if stage in _SEQUENTIAL:
@@ -84,7 +87,7 @@ async def _run_one(check: CheckSpec, task: Task, default_timeout: float) -> None
     timeout = check.timeout if check.timeout is not None else default_timeout
     with trio.move_on_after(timeout) as scope:
         try:
-            await cast(Awaitable[None], check.run(task))
+            await cast("Awaitable[None]", check.run(task))
         # Isolation boundary: a module's bug must cost its own symbols, not the message.
         except Exception:
             _report_error(check, task)

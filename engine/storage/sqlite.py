@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["SqliteStore"]
 
@@ -29,10 +32,14 @@ class SqliteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, timeout=5.0, check_same_thread=False, isolation_level=None)
+            db = sqlite3.connect(
+                self.path, timeout=5.0, check_same_thread=False, isolation_level=None
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL)"
+            )
             self._db = db
         return self._db
 
@@ -41,9 +48,14 @@ class SqliteStore:
 
     async def get(self, key: str) -> bytes | None:
         def query() -> bytes | None:
-            row = self._connect().execute(
-                "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)", (key, time.time())
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute(
+                    "SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)",
+                    (key, time.time()),
+                )
+                .fetchone()
+            )
             return None if row is None else bytes(row[0])
 
         return await self._run(query)  # type: ignore[return-value]
@@ -55,9 +67,14 @@ class SqliteStore:
 
         def write() -> None:
             db = self._connect()
-            db.execute("INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)", (key, value, expires))
+            db.execute(
+                "INSERT OR REPLACE INTO kv (key, value, expires) VALUES (?, ?, ?)",
+                (key, value, expires),
+            )
             if purge:
-                db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (time.time(),))
+                db.execute(
+                    "DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (time.time(),)
+                )
 
         await self._run(write)
 

@@ -17,12 +17,16 @@ score, ``leave`` keeps them as they were.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from engine.symbols.results import SymbolHit
-from engine.symbols.spec import SymbolSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from engine.symbols.spec import SymbolSpec
 
 __all__ = ["Composite", "CompositeError", "Policy", "evaluate_composites", "parse_expression"]
 
@@ -179,7 +183,8 @@ def _eval(
         found = [
             n
             for n, h in hits.items()
-            if specs[n].group == node.name and (not node.positive_only or specs[n].score * h.weight > 0)
+            if specs[n].group == node.name
+            and (not node.positive_only or specs[n].score * h.weight > 0)
         ]
         matched.update(found)
         return bool(found)

@@ -8,11 +8,15 @@ on checks of another stage, and dependency cycles are all refused here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError
 from engine.pipeline.stages import Stage
-from engine.symbols.spec import CheckSpec, SymbolSpec
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
+    from engine.symbols.spec import CheckSpec, SymbolSpec
 
 __all__ = ["RegistryError", "SymbolRegistry"]
 

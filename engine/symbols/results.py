@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from engine.symbols.spec import SymbolSpec
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from engine.symbols.spec import SymbolSpec
 
 __all__ = ["ScoredSymbol", "SymbolHit", "score_symbols"]
 
@@ -38,7 +41,7 @@ def score_symbols(
     specs: Mapping[str, SymbolSpec],
     group_max: Mapping[str, float],
 ) -> tuple[float, dict[str, ScoredSymbol]]:
-    """Σ score × weight, with each group's positive total capped at its ``max_score``.
+    """Σ score * weight, with each group's positive total capped at its ``max_score``.
 
     Symbols are taken in insertion order, so a cap trims the contributions that came
     last; negative scores are never capped (a whitelist must always be able to pull a
@@ -61,6 +64,11 @@ def score_symbols(
         if hit.hidden:
             continue
         out[name] = ScoredSymbol(
-            name, round(contribution, 6), spec.score, spec.description, spec.group, tuple(hit.options)
+            name,
+            round(contribution, 6),
+            spec.score,
+            spec.description,
+            spec.group,
+            tuple(hit.options),
         )
     return round(total, 6), out

@@ -4,4 +4,12 @@ from engine.task.envelope import Envelope, ScanRequest
 from engine.task.stash import Stash, StashKey
 from engine.task.task import MilterEdits, Task, UnknownSymbolError
 
-__all__ = ["Envelope", "MilterEdits", "ScanRequest", "Stash", "StashKey", "Task", "UnknownSymbolError"]
+__all__ = [
+    "Envelope",
+    "MilterEdits",
+    "ScanRequest",
+    "Stash",
+    "StashKey",
+    "Task",
+    "UnknownSymbolError",
+]

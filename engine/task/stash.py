@@ -28,16 +28,16 @@ class Stash:
     __slots__ = ("_data",)
 
     def __init__(self) -> None:
-        self._data: dict[StashKey[object], object] = {}
+        self._data: dict[object, object] = {}
 
     def __setitem__(self, key: StashKey[T], value: T) -> None:
-        self._data[key] = value  # type: ignore[index]
+        self._data[key] = value
 
     def __getitem__(self, key: StashKey[T]) -> T:
-        return cast(T, self._data[key])  # type: ignore[index]
+        return cast("T", self._data[key])
 
     def get(self, key: StashKey[T], default: T) -> T:
-        return cast(T, self._data.get(key, default))  # type: ignore[call-overload]
+        return cast("T", self._data.get(key, default))
 
     def __contains__(self, key: object) -> bool:
         return key in self._data

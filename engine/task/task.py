@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,6 +10,8 @@ from engine.symbols.results import ScoredSymbol, SymbolHit
 from engine.task.stash import Stash
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+
     from engine.mime.message import ParsedMessage
     from engine.symbols.spec import SymbolSpec
     from engine.task.envelope import Envelope, ScanRequest
