@@ -13,7 +13,7 @@ from pathlib import Path
 import trio
 
 from engine import Config, ConfigError, Engine, Envelope, ScanRequest, ScanResult
-from engine.config import DEFAULT_SOURCE
+from engine.config import DEFAULT_SOURCE, Key
 from milterd.settings import MILTER_SECTION, MilterSettings
 
 __all__ = ["main"]
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="serve the milter (127.0.0.1:11332 by default)",
                          description="Serve the milter protocol until SIGTERM/SIGINT, then drain.")
-    run.add_argument("--listen", action="append", metavar="ADDR",
+    run.add_argument("--listen", action="append", metavar="ADDR", type=_listen_arg,
                      help="HOST:PORT, [IPv6]:PORT or unix:/path (repeatable; overrides [milter] listen)")
 
     scan = sub.add_parser("scan", parents=[common], help="scan message files in-process",
@@ -70,6 +70,15 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(bench)
     return parser
+
+
+def _listen_arg(value: str) -> str:
+    """``--listen`` gets the same check as ``[milter] listen``."""
+    key = MILTER_SECTION.keys["listen"]
+    problem = key.check(value) if isinstance(key, Key) and key.check else None
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,7 @@ from milterd.protocol import (
     BodyChunk,
     Command,
     Connect,
+    ConnectionClosed,
     Continue,
     Discard,
     EndOfHeaders,
@@ -126,6 +127,8 @@ async def _next_action(stream: trio.abc.Stream, conn: MilterConnection) -> Milte
         if item is NEED_DATA:
             conn.receive_data(await stream.receive_some(65536))
             continue
+        if isinstance(item, ConnectionClosed):
+            raise trio.BrokenResourceError("the filter closed the connection without answering")
         assert isinstance(item, MilterAction), item
         return item
 

@@ -34,7 +34,9 @@ from milterd.protocol import (
     NEED_DATA,
     Abort,
     ActionFlag,
+    AddHeader,
     BodyChunk,
+    ChangeHeader,
     Command,
     Connect,
     ConnectionClosed,
@@ -99,6 +101,7 @@ _RECEIVE_SIZE = 256 * 1024
 _HEALTH_REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\npong\r\n"
 _ids = itertools.count(1)
 _CONTINUE = Continue()
+_EDIT_FLAG = {AddHeader: ActionFlag.ADDHDRS, ChangeHeader: ActionFlag.CHGHDRS}
 
 
 class MilterSession:
@@ -249,7 +252,10 @@ class MilterSession:
             nursery.start_soon(scan)
             while True:
                 await trio.sleep(self.settings.progress_interval)
-                await self.stream.send_all(self.conn.send(Progress()))
+                try:
+                    await self.stream.send_all(self.conn.send(Progress()))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the MTA went away: not a scan failure; sending the verdict notices
         return result[0]
 
     def _request(self) -> ScanRequest:
@@ -276,7 +282,11 @@ class MilterSession:
                            body_truncated=self._truncated, log_tag=envelope.queue_id)
 
     async def _send(self, actions: list[MilterAction]) -> None:
-        await self.stream.send_all(b"".join(self.conn.send(a) for a in actions))
+        # Header edits the MTA did not grant at negotiation (an old or restricted MTA) are
+        # left out: the verdict must still go through.
+        granted = self.conn.negotiated.actions if self.conn.negotiated else ActionFlag.NONE
+        sendable = [a for a in actions if _EDIT_FLAG.get(type(a), ActionFlag.NONE) in granted]
+        await self.stream.send_all(b"".join(self.conn.send(a) for a in sendable))
 
     def _log_result(self, request: ScanRequest, result: ScanResult, elapsed: float) -> None:
         if not scan_log.isEnabledFor(logging.INFO):

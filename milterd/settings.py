@@ -33,6 +33,18 @@ def _reply_text(value: object) -> str | None:
     return None
 
 
+def _reason(value: object) -> str | None:
+    """The milter QUARANTINE reason: the protocol refuses an empty one."""
+    return "must not be empty" if value == "" else _reply_text(value)
+
+
+def _header_name(value: object) -> str | None:
+    """'' (no header) or an RFC 5322 §2.2 field name, which the codec would refuse otherwise."""
+    if isinstance(value, str) and any(not "!" <= ch <= "~" or ch == ":" for ch in value):
+        return "must be a header name (printable ASCII, no space or colon), or '' for none"
+    return None
+
+
 MILTER_SECTION = Section(
     {
         "listen": Key((str, list), DEFAULT_LISTEN,
@@ -52,7 +64,8 @@ MILTER_SECTION = Section(
         "on_error": Key((str,), "accept",
                         "Safe action when a scan fails or times out: 'accept' (with the "
                         "incomplete-scan header) or 'tempfail'.", choices=("accept", "tempfail")),
-        "incomplete_header": Key((str,), "X-Milterd-Scan", "Header saying a scan was incomplete."),
+        "incomplete_header": Key((str,), "X-Milterd-Scan", "Header saying a scan was incomplete.",
+                                 check=_header_name),
         "reject_action": Key((str,), "reject", "How the reject rung is carried out.",
                              choices=("reject", "discard", "quarantine")),
         "reject_message": Key((str,), "Spam message rejected", "Text of the 554 5.7.1 reply.",
@@ -64,9 +77,10 @@ MILTER_SECTION = Section(
         "tempfail_message": Key((str,), "Scanner unavailable, try again later",
                                 "Text of the 451 4.7.1 reply for on_error = 'tempfail'.", check=_reply_text),
         "quarantine_reason": Key((str,), "Spam message quarantined", "Reason shown in the hold queue.",
-                                 check=_reply_text),
-        "spam_header": Key((str,), "X-Spam", "Header added from the add-header rung up ('' for none)."),
-        "spam_header_value": Key((str,), "Yes"),
+                                 check=_reason),
+        "spam_header": Key((str,), "X-Spam", "Header added from the add-header rung up ('' for none).",
+                           check=_header_name),
+        "spam_header_value": Key((str,), "Yes", check=_reply_text),
         "remove_upstream_spam_header": Key((bool,), True,
                                            "Delete spam headers that arrive with the mail."),
     },
