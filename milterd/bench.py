@@ -16,7 +16,7 @@ broken MIME, spammy), deterministic for a given ``--count``.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
 import random
@@ -25,14 +25,18 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from engine import Config, Engine, ScanRequest
 from milterd.mta import SmtpEnvelope, milter_exchange, split_for_milter
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 __all__ = ["add_arguments", "generate_corpus", "run_bench"]
 
@@ -40,12 +44,20 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--corpus", metavar="DIR", help="message files (recursively); default: generated")
+    parser.add_argument(
+        "--corpus", metavar="DIR", help="message files (recursively); default: generated"
+    )
     parser.add_argument("--count", type=int, default=2000, help="generated messages (default 2000)")
-    parser.add_argument("--concurrency", "-n", type=int, default=32, help="concurrent milter connections")
-    parser.add_argument("--runs", type=int, default=3, help="measured runs after one warm-up (default 3)")
+    parser.add_argument(
+        "--concurrency", "-n", type=int, default=32, help="concurrent milter connections"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=3, help="measured runs after one warm-up (default 3)"
+    )
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--spawn", action="store_true", help="start a daemon to measure (the default)")
+    mode.add_argument(
+        "--spawn", action="store_true", help="start a daemon to measure (the default)"
+    )
     mode.add_argument("--connect", metavar="HOST:PORT", help="measure a running daemon")
     mode.add_argument("--in-process", action="store_true", help="measure the engine alone")
     parser.add_argument("--pid", type=int, help="with --connect: the daemon's pid, for CPU and RSS")
@@ -75,12 +87,16 @@ def run_bench(engine: Engine, config: Config, args: argparse.Namespace) -> int:
         return _report(runs[1:], args.json)
     if args.connect:
         host, _, port = args.connect.rpartition(":")
-        runs = [_milter_run(host.strip("[]"), int(port), args.pid, messages, args.concurrency)
-                for _ in range(args.runs + 1)]
+        runs = [
+            _milter_run(host.strip("[]"), int(port), args.pid, messages, args.concurrency)
+            for _ in range(args.runs + 1)
+        ]
         return _report(runs[1:], args.json)
     with _spawned_daemon(config) as (port, pid):
-        runs = [_milter_run("127.0.0.1", port, pid, messages, args.concurrency)
-                for _ in range(args.runs + 1)]
+        runs = [
+            _milter_run("127.0.0.1", port, pid, messages, args.concurrency)
+            for _ in range(args.runs + 1)
+        ]
     return _report(runs[1:], args.json)
 
 
@@ -110,14 +126,18 @@ def _median_or_none(values: list[float | None]) -> float | None:
 def _line(label: str, r: RunFigures) -> str:
     cpu = f"{r.cpu_ms_per_msg:.3f} ms" if r.cpu_ms_per_msg is not None else "n/a"
     rss = f"{r.peak_rss_mib:.1f} MiB" if r.peak_rss_mib is not None else "n/a"
-    return (f"{label} {r.mode:<10} {r.messages} msgs  {r.msgs_per_s:8.1f} msg/s  CPU {cpu}/msg  "
-            f"p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  peak RSS {rss}  errors {r.errors}")
+    return (
+        f"{label} {r.mode:<10} {r.messages} msgs  {r.msgs_per_s:8.1f} msg/s  CPU {cpu}/msg  "
+        f"p50 {r.p50_ms:.2f} ms  p99 {r.p99_ms:.2f} ms  peak RSS {rss}  errors {r.errors}"
+    )
 
 
 # -- the milter path -------------------------------------------------------------------
 
 
-def _milter_run(host: str, port: int, pid: int | None, messages: list[bytes], concurrency: int) -> RunFigures:
+def _milter_run(
+    host: str, port: int, pid: int | None, messages: list[bytes], concurrency: int
+) -> RunFigures:
     prepared = [split_for_milter(raw) for raw in messages]
     if pid is not None:
         _reset_peak_rss(pid)
@@ -126,12 +146,20 @@ def _milter_run(host: str, port: int, pid: int | None, messages: list[bytes], co
     latencies, errors = trio.run(_drive, host, port, prepared, concurrency)
     wall = time.perf_counter() - started
     cpu = (_tree_cpu(pid) - cpu_before) if pid is not None and cpu_before is not None else None
-    return _figures("milter", len(messages), errors, wall, latencies, cpu,
-                    _peak_rss_mib(pid) if pid is not None else None)
+    return _figures(
+        "milter",
+        len(messages),
+        errors,
+        wall,
+        latencies,
+        cpu,
+        _peak_rss_mib(pid) if pid is not None else None,
+    )
 
 
-async def _drive(host: str, port: int, prepared: list[tuple[list[tuple[str, str]], bytes]],
-                 concurrency: int) -> tuple[list[float], int]:
+async def _drive(
+    host: str, port: int, prepared: list[tuple[list[tuple[str, str]], bytes]], concurrency: int
+) -> tuple[list[float], int]:
     latencies: list[float] = []
     errors = 0
     queue = iter(range(len(prepared)))
@@ -145,8 +173,9 @@ async def _drive(host: str, port: int, prepared: list[tuple[list[tuple[str, str]
                 with trio.fail_after(60):
                     stream = await trio.open_tcp_stream(host, port)
                     async with stream:
-                        reply = await milter_exchange(stream, headers, body,
-                                                      SmtpEnvelope(queue_id=f"B{index:08X}"))
+                        reply = await milter_exchange(
+                            stream, headers, body, SmtpEnvelope(queue_id=f"B{index:08X}")
+                        )
                 if reply.final is None:
                     errors += 1
             except (OSError, trio.TooSlowError, trio.BrokenResourceError):
@@ -170,8 +199,18 @@ class _spawned_daemon:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "milterd", "run", "--config-dir", self.config_dir,
-             "--listen", f"127.0.0.1:{port}", "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "milterd",
+                "run",
+                "--config-dir",
+                self.config_dir,
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "warning",
+            ],
         )
         deadline = time.monotonic() + 30
         while True:  # an external process: wait, bounded, for its port to answer
@@ -207,7 +246,9 @@ def _process_tree(pid: int) -> list[int]:
         out.append(proc)
         try:
             for task in os.listdir(f"/proc/{proc}/task"):
-                todo += [int(c) for c in Path(f"/proc/{proc}/task/{task}/children").read_text().split()]
+                todo += [
+                    int(c) for c in Path(f"/proc/{proc}/task/{task}/children").read_text().split()
+                ]
         except OSError:
             pass
     return out
@@ -215,19 +256,16 @@ def _process_tree(pid: int) -> list[int]:
 
 def _reset_peak_rss(pid: int) -> None:
     for proc in _process_tree(pid):
-        try:
+        with contextlib.suppress(OSError):
             Path(f"/proc/{proc}/clear_refs").write_text("5")
-        except OSError:
-            pass
 
 
 def _peak_rss_mib(pid: int) -> float | None:
     peaks = []
     for proc in _process_tree(pid):
         try:
-            for line in Path(f"/proc/{proc}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks.append(int(line.split()[1]) / 1024)
+            lines = Path(f"/proc/{proc}/status").read_text().splitlines()
+            peaks += [int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:")]
         except OSError:
             pass
     return max(peaks) if peaks else None
@@ -244,17 +282,37 @@ async def _in_process(engine: Engine, messages: list[bytes]) -> RunFigures:
         await engine.scan(ScanRequest(raw=raw))
         latencies.append(time.perf_counter() - t0)
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
-    return _figures("in-process", len(messages), 0, wall, latencies, cpu, _peak_rss_mib(os.getpid()))
+    return _figures(
+        "in-process", len(messages), 0, wall, latencies, cpu, _peak_rss_mib(os.getpid())
+    )
 
 
-def _figures(mode: str, n: int, errors: int, wall: float, latencies: Sequence[float],
-             cpu_s: float | None, rss: float | None) -> RunFigures:
+def _figures(
+    mode: str,
+    n: int,
+    errors: int,
+    wall: float,
+    latencies: Sequence[float],
+    cpu_s: float | None,
+    rss: float | None,
+) -> RunFigures:
     ordered = sorted(latencies)
-    p = lambda q: 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+
+    def percentile_ms(q: float) -> float:
+        return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
     ok = n - errors
-    return RunFigures(mode, n, errors, round(wall, 3), round(ok / wall, 1),
-                      round(1000 * cpu_s / max(ok, 1), 3) if cpu_s is not None else None,
-                      round(p(0.50), 3), round(p(0.99), 3), round(rss, 1) if rss is not None else None)
+    return RunFigures(
+        mode,
+        n,
+        errors,
+        round(wall, 3),
+        round(ok / wall, 1),
+        round(1000 * cpu_s / max(ok, 1), 3) if cpu_s is not None else None,
+        percentile_ms(0.50),
+        percentile_ms(0.99),
+        round(rss, 1) if rss is not None else None,
+    )
 
 
 # -- corpora ---------------------------------------------------------------------------
@@ -264,9 +322,39 @@ def _load_corpus(directory: str) -> list[bytes]:
     return [p.read_bytes() for p in sorted(Path(directory).rglob("*")) if p.is_file()]
 
 
-_WORDS = ("meeting report invoice project update schedule offer price free money click "
-          "account verify urgent winner team lunch release notes patch review build server "
-          "customer order shipping delivery password security newsletter unsubscribe").split()
+_WORDS = [
+    "meeting",
+    "report",
+    "invoice",
+    "project",
+    "update",
+    "schedule",
+    "offer",
+    "price",
+    "free",
+    "money",
+    "click",
+    "account",
+    "verify",
+    "urgent",
+    "winner",
+    "team",
+    "lunch",
+    "release",
+    "notes",
+    "patch",
+    "review",
+    "build",
+    "server",
+    "customer",
+    "order",
+    "shipping",
+    "delivery",
+    "password",
+    "security",
+    "newsletter",
+    "unsubscribe",
+]
 
 
 def generate_corpus(count: int, seed: int = 42) -> list[bytes]:
@@ -275,31 +363,43 @@ def generate_corpus(count: int, seed: int = 42) -> list[bytes]:
     out = []
     for i in range(count):
         kind = i % 5
-        text = "\r\n".join(" ".join(rnd.choices(_WORDS, k=rnd.randint(8, 16))) for _ in range(rnd.randint(5, 60)))
+        text = "\r\n".join(
+            " ".join(rnd.choices(_WORDS, k=rnd.randint(8, 16))) for _ in range(rnd.randint(5, 60))
+        )
         subject = " ".join(rnd.choices(_WORDS, k=rnd.randint(2, 7)))
         if kind == 4:
             subject = subject.upper()
-        head = (f"Received: from mail{i % 50}.sender.test (mail{i % 50}.sender.test [198.51.100.{i % 250 + 1}])\r\n"
-                f"\tby mx.example.test with ESMTPS id {i:08X}; Fri, 20 Nov 2026 10:00:00 +0000\r\n"
-                f"From: Sender {i % 50} <user{i % 50}@sender{i % 7}.test>\r\n"
-                f"To: rcpt@example.test\r\nSubject: {subject}\r\n"
-                f"Date: Fri, 20 Nov 2026 10:{i % 60:02d}:00 +0000\r\n"
-                f"Message-ID: <{i}.{rnd.getrandbits(32):08x}@sender{i % 7}.test>\r\nMIME-Version: 1.0\r\n")
+        head = (
+            f"Received: from mail{i % 50}.sender.test (mail{i % 50}.sender.test [198.51.100.{i % 250 + 1}])\r\n"
+            f"\tby mx.example.test with ESMTPS id {i:08X}; Fri, 20 Nov 2026 10:00:00 +0000\r\n"
+            f"From: Sender {i % 50} <user{i % 50}@sender{i % 7}.test>\r\n"
+            f"To: rcpt@example.test\r\nSubject: {subject}\r\n"
+            f"Date: Fri, 20 Nov 2026 10:{i % 60:02d}:00 +0000\r\n"
+            f"Message-ID: <{i}.{rnd.getrandbits(32):08x}@sender{i % 7}.test>\r\nMIME-Version: 1.0\r\n"
+        )
         if kind in (0, 4):
             msg = head + "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n"
         elif kind == 1:
             html = "<html><body><p>" + text.replace("\r\n", "</p><p>") + "</p></body></html>"
-            msg = (head + 'Content-Type: multipart/alternative; boundary="b1"\r\n\r\n--b1\r\n'
-                   "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--b1\r\n"
-                   "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n--b1--\r\n")
+            msg = (
+                head + 'Content-Type: multipart/alternative; boundary="b1"\r\n\r\n--b1\r\n'
+                "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--b1\r\n"
+                "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n--b1--\r\n"
+            )
         elif kind == 2:
             blob = "\r\n".join("QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo" * 2 for _ in range(40))
-            msg = (head + 'Content-Type: multipart/mixed; boundary="m1"\r\n\r\n--m1\r\n'
-                   "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--m1\r\n"
-                   'Content-Type: application/pdf; name="report.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
-                   'Content-Disposition: attachment; filename="report.pdf"\r\n\r\n' + blob + "\r\n--m1--\r\n")
+            msg = (
+                head + 'Content-Type: multipart/mixed; boundary="m1"\r\n\r\n--m1\r\n'
+                "Content-Type: text/plain; charset=utf-8\r\n\r\n" + text + "\r\n--m1\r\n"
+                'Content-Type: application/pdf; name="report.pdf"\r\nContent-Transfer-Encoding: base64\r\n'
+                'Content-Disposition: attachment; filename="report.pdf"\r\n\r\n'
+                + blob
+                + "\r\n--m1--\r\n"
+            )
         else:
-            msg = (head + 'Content-Type: multipart/mixed; boundary="broken"\r\n\r\n--broken\r\n'
-                   "Content-Type: text/html\r\n\r\n<b>" + text + "</b>\r\n")
+            msg = (
+                head + 'Content-Type: multipart/mixed; boundary="broken"\r\n\r\n--broken\r\n'
+                "Content-Type: text/html\r\n\r\n<b>" + text + "</b>\r\n"
+            )
         out.append(msg.encode("utf-8"))
     return out

@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from engine import Config, ConfigError, Engine, Envelope, ScanRequest, ScanResult
 from engine.config import DEFAULT_SOURCE, Key
 from milterd.settings import MILTER_SECTION, MilterSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
 
 __all__ = ["main"]
 
@@ -24,48 +26,84 @@ EXTRA_SECTIONS = {"milter": MILTER_SECTION}
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config-dir", metavar="DIR", default=DEFAULT_CONFIG_DIR,
-                        help=f"directory holding milterd.toml, local.d/ and override.d/ "
-                             f"(default {DEFAULT_CONFIG_DIR}; missing means the shipped defaults)")
-    common.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
-                        help="override [logging] level")
+    common.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        default=DEFAULT_CONFIG_DIR,
+        help=f"directory holding milterd.toml, local.d/ and override.d/ "
+        f"(default {DEFAULT_CONFIG_DIR}; missing means the shipped defaults)",
+    )
+    common.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        help="override [logging] level",
+    )
 
     parser = argparse.ArgumentParser(
         prog="milterd",
         description="A Postfix milter-first mail filter: scores each message and answers with a "
-                    "rung of the action ladder (accept, greylist, add header, rewrite subject, "
-                    "soft reject, reject).",
+        "rung of the action ladder (accept, greylist, add header, rewrite subject, "
+        "soft reject, reject).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", parents=[common], help="serve the milter (127.0.0.1:11332 by default)",
-                         description="Serve the milter protocol until SIGTERM/SIGINT, then drain.")
-    run.add_argument("--listen", action="append", metavar="ADDR", type=_listen_arg,
-                     help="HOST:PORT, [IPv6]:PORT or unix:/path (repeatable; overrides [milter] listen)")
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="serve the milter (127.0.0.1:11332 by default)",
+        description="Serve the milter protocol until SIGTERM/SIGINT, then drain.",
+    )
+    run.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        type=_listen_arg,
+        help="HOST:PORT, [IPv6]:PORT or unix:/path (repeatable; overrides [milter] listen)",
+    )
 
-    scan = sub.add_parser("scan", parents=[common], help="scan message files in-process",
-                          description="Scan RFC 5322 files (or every file in a directory) with the "
-                                      "engine and print symbols, score and action per message.")
-    scan.add_argument("paths", nargs="+", metavar="FILE|DIR", help="message files or directories ('-' = stdin)")
-    scan.add_argument("--json", action="store_true", help="one /checkv2-shaped JSON object per line")
+    scan = sub.add_parser(
+        "scan",
+        parents=[common],
+        help="scan message files in-process",
+        description="Scan RFC 5322 files (or every file in a directory) with the "
+        "engine and print symbols, score and action per message.",
+    )
+    scan.add_argument(
+        "paths", nargs="+", metavar="FILE|DIR", help="message files or directories ('-' = stdin)"
+    )
+    scan.add_argument(
+        "--json", action="store_true", help="one /checkv2-shaped JSON object per line"
+    )
     scan.add_argument("--ip", help="client address to pretend the message came from")
     scan.add_argument("--helo", help="HELO name to pretend")
     scan.add_argument("--hostname", help="client rDNS name to pretend")
     scan.add_argument("--from", dest="mail_from", help="envelope sender")
     scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeatable)")
 
-    sub.add_parser("configtest", parents=[common], help="check the configuration, print every problem",
-                   description="Load and validate the configuration; exit 1 listing every problem "
-                               "(file, line, key) if it is refused.")
-    dump = sub.add_parser("configdump", parents=[common], help="print the effective configuration",
-                          description="Print the effective configuration as TOML-like text.")
+    sub.add_parser(
+        "configtest",
+        parents=[common],
+        help="check the configuration, print every problem",
+        description="Load and validate the configuration; exit 1 listing every problem "
+        "(file, line, key) if it is refused.",
+    )
+    dump = sub.add_parser(
+        "configdump",
+        parents=[common],
+        help="print the effective configuration",
+        description="Print the effective configuration as TOML-like text.",
+    )
     dump.add_argument("section", nargs="?", help="only this section")
     dump.add_argument("--sources", action="store_true", help="say which file set each value")
 
-    bench = sub.add_parser("bench", parents=[common], help="measure throughput and CPU per message",
-                           description="Drive a milter over the protocol with N concurrent connections "
-                                       "(or the engine in-process) and report messages/s, CPU "
-                                       "seconds per message, p50/p99 latency and peak RSS.")
+    bench = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="measure throughput and CPU per message",
+        description="Drive a milter over the protocol with N concurrent connections "
+        "(or the engine in-process) and report messages/s, CPU "
+        "seconds per message, p50/p99 latency and peak RSS.",
+    )
     from milterd.bench import add_arguments
 
     add_arguments(bench)
@@ -107,8 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
 
 
 def _report_config_error(exc: ConfigError) -> int:
@@ -123,7 +164,11 @@ def _configtest(config: Config) -> int:
         Engine.from_config(config)
     except ConfigError as exc:
         return _report_config_error(exc)
-    where = config.config_dir if config.config_dir and config.config_dir.is_dir() else "shipped defaults"
+    where = (
+        config.config_dir
+        if config.config_dir and config.config_dir.is_dir()
+        else "shipped defaults"
+    )
     print(f"milterd: configuration OK ({where})")
     return 0
 
@@ -132,7 +177,10 @@ def _configdump(config: Config, section: str | None, sources: bool) -> int:
     data = config.data
     if section is not None:
         if section not in data:
-            print(f"milterd: no section {section!r}; sections: {', '.join(sorted(data))}", file=sys.stderr)
+            print(
+                f"milterd: no section {section!r}; sections: {', '.join(sorted(data))}",
+                file=sys.stderr,
+            )
             return 1
         data = {section: data[section]}
     for line in _dump_table(data, (), config if sources else None):
@@ -140,7 +188,9 @@ def _configdump(config: Config, section: str | None, sources: bool) -> int:
     return 0
 
 
-def _dump_table(table: dict[str, object], path: tuple[str, ...], config: Config | None) -> Iterator[str]:
+def _dump_table(
+    table: dict[str, object], path: tuple[str, ...], config: Config | None
+) -> Iterator[str]:
     scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
     tables = {k: v for k, v in table.items() if isinstance(v, dict)}
     if path and (scalars or not tables):
@@ -178,8 +228,13 @@ def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:
 
 
 async def _scan_files(engine: Engine, args: argparse.Namespace) -> int:
-    envelope = Envelope(client_addr=args.ip, helo=args.helo, client_name=args.hostname,
-                        mail_from=args.mail_from, rcpts=tuple(args.rcpt))
+    envelope = Envelope(
+        client_addr=args.ip,
+        helo=args.helo,
+        client_name=args.hostname,
+        mail_from=args.mail_from,
+        rcpts=tuple(args.rcpt),
+    )
     status = 0
     for path in iter_message_files(args.paths):
         try:
@@ -198,7 +253,9 @@ async def _scan_files(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def _format_result(name: str, result: ScanResult) -> str:
-    lines = [f"{name}: {result.action.value} (score {result.score:.2f} / {result.required_score:.2f})"]
+    lines = [
+        f"{name}: {result.action.value} (score {result.score:.2f} / {result.required_score:.2f})"
+    ]
     for sym in sorted(result.symbols.values(), key=lambda s: (-abs(s.score), s.name)):
         options = f" [{', '.join(sym.options)}]" if sym.options else ""
         lines.append(f"  {sym.name:<28} {sym.score:6.2f}  {sym.description}{options}")

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import trio
 
-from engine import Engine
 from milterd.server import open_listeners, serve_milter
-from milterd.settings import MilterSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from engine import Engine
+    from milterd.settings import MilterSettings
 
 __all__ = ["DRAIN_SECONDS", "run_daemon"]
 
@@ -53,13 +57,20 @@ async def _serve_until_signal(
             async with trio.open_nursery() as acceptors:
                 await acceptors.start(
                     lambda task_status: serve_milter(
-                        listeners, engine, settings, handler_nursery=handlers, task_status=task_status
+                        listeners,
+                        engine,
+                        settings,
+                        handler_nursery=handlers,
+                        task_status=task_status,
                     )
                 )
                 task_status.started(listeners)
                 async for signum in signals:
-                    log.info("%s: no new connections; draining for up to %.0fs",
-                             signal.Signals(signum).name, drain_seconds)
+                    log.info(
+                        "%s: no new connections; draining for up to %.0fs",
+                        signal.Signals(signum).name,
+                        drain_seconds,
+                    )
                     break
                 acceptors.cancel_scope.cancel()
             handlers.cancel_scope.deadline = trio.current_time() + drain_seconds

@@ -9,8 +9,8 @@ awaited where the filter did not waive them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -48,6 +48,9 @@ from milterd.protocol import (
     TempFail,
 )
 from milterd.protocol import Action as MilterAction
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 __all__ = ["MilterReply", "SmtpEnvelope", "milter_exchange", "split_for_milter"]
 
@@ -135,24 +138,41 @@ async def _next_action(stream: trio.abc.Stream, conn: MilterConnection) -> Milte
 
 def _command_of(event: Event) -> Command | None:
     return {
-        Connect: Command.CONNECT, Helo: Command.HELO, MailFrom: Command.MAIL, RcptTo: Command.RCPT,
-        Header: Command.HEADER, EndOfHeaders: Command.EOH, BodyChunk: Command.BODY,
+        Connect: Command.CONNECT,
+        Helo: Command.HELO,
+        MailFrom: Command.MAIL,
+        RcptTo: Command.RCPT,
+        Header: Command.HEADER,
+        EndOfHeaders: Command.EOH,
+        BodyChunk: Command.BODY,
     }.get(type(event))
 
 
 def _events(headers: Sequence[tuple[str, str]], body: bytes, env: SmtpEnvelope) -> list[Event]:
     events: list[Event] = [
-        Macros(Command.CONNECT, (("j", "mx.example.test"), ("{daemon_name}", "mx.example.test"),
-                                 ("{client_addr}", env.client_addr))),
-        Connect(env.client_name, Family.INET6 if ":" in env.client_addr else Family.INET,
-                env.client_port, env.client_addr),
+        Macros(
+            Command.CONNECT,
+            (
+                ("j", "mx.example.test"),
+                ("{daemon_name}", "mx.example.test"),
+                ("{client_addr}", env.client_addr),
+            ),
+        ),
+        Connect(
+            env.client_name,
+            Family.INET6 if ":" in env.client_addr else Family.INET,
+            env.client_port,
+            env.client_addr,
+        ),
         Helo(env.helo),
         Macros(Command.MAIL, (("{mail_addr}", env.mail_from),)),
         MailFrom(f"<{env.mail_from}>", ("BODY=8BITMIME",)),
     ]
     for rcpt in env.rcpts:
-        events += [Macros(Command.RCPT, (("i", env.queue_id), ("{rcpt_addr}", rcpt))),
-                   RcptTo(f"<{rcpt}>")]
+        events += [
+            Macros(Command.RCPT, (("i", env.queue_id), ("{rcpt_addr}", rcpt))),
+            RcptTo(f"<{rcpt}>"),
+        ]
     events += [Header(name, value) for name, value in headers]
     events.append(EndOfHeaders())
     events += [BodyChunk(body[i : i + MAX_BODY_CHUNK]) for i in range(0, len(body), MAX_BODY_CHUNK)]

@@ -12,7 +12,6 @@ import logging
 import os
 import socket as stdsocket
 import stat
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +20,8 @@ import trio
 from milterd.session import MilterSession
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from engine import Engine
     from milterd.settings import MilterSettings
 
@@ -37,7 +38,9 @@ def parse_listen(spec: str) -> tuple[str, str | int]:
     return host.strip("[]"), int(port)
 
 
-async def open_listeners(specs: Sequence[str], socket_mode: int = 0o660) -> list[trio.SocketListener]:
+async def open_listeners(
+    specs: Sequence[str], socket_mode: int = 0o660
+) -> list[trio.SocketListener]:
     listeners: list[trio.SocketListener] = []
     for spec in specs:
         kind, where = parse_listen(spec)
@@ -48,13 +51,19 @@ async def open_listeners(specs: Sequence[str], socket_mode: int = 0o660) -> list
     return listeners
 
 
-async def _unix_listener(path: str, mode: int) -> trio.SocketListener:
+def _clear_socket_path(path: str) -> None:
+    """Remove a stale socket from a previous run (never a file that is not a socket)."""
     target = Path(path)
     if target.exists() or target.is_symlink():
         if not stat.S_ISSOCK(target.lstat().st_mode):
             raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        target.unlink()  # a stale socket from a previous run
+        target.unlink()
     target.parent.mkdir(parents=True, exist_ok=True)
+
+
+async def _unix_listener(path: str, mode: int) -> trio.SocketListener:
+    # Start-up only, before anything is served: a blocking filesystem call is harmless here.
+    _clear_socket_path(path)
     sock = trio.socket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
     await sock.bind(path)
     os.chmod(path, mode)
@@ -90,8 +99,9 @@ async def serve_milter(
 
     for listener in listeners:
         log.info("milter listening on %s", _describe(listener))
-    await trio.serve_listeners(handle, listeners, handler_nursery=handler_nursery,
-                               task_status=task_status)
+    await trio.serve_listeners(
+        handle, listeners, handler_nursery=handler_nursery, task_status=task_status
+    )
 
 
 def _describe(listener: trio.SocketListener) -> str:

@@ -46,14 +46,14 @@ from milterd.protocol import (
     Header,
     HealthCheck,
     Helo,
-    MacroStage,
     Macros,
+    MacroStage,
     MailFrom,
     MilterConnection,
     MilterProtocolError,
     Negotiate,
-    ProtocolFlag,
     Progress,
+    ProtocolFlag,
     Quit,
     QuitNewConnection,
     RcptTo,
@@ -107,8 +107,9 @@ _EDIT_FLAG = {AddHeader: ActionFlag.ADDHDRS, ChangeHeader: ActionFlag.CHGHDRS}
 class MilterSession:
     """Serve one MTA connection until it quits, closes or misbehaves."""
 
-    def __init__(self, stream: trio.abc.Stream, engine: Engine, settings: MilterSettings,
-                 peer: str = "") -> None:
+    def __init__(
+        self, stream: trio.abc.Stream, engine: Engine, settings: MilterSettings, peer: str = ""
+    ) -> None:
         self.stream = stream
         self.engine = engine
         self.settings = settings
@@ -135,9 +136,15 @@ class MilterSession:
         try:
             await self._serve()
         except RemoteProtocolError as exc:
-            log.warning("connection %d from %s: closing after a protocol error: %s",
-                        self.id, self.peer or "?", exc)
-        except MilterProtocolError as exc:  # our own misuse of the codec: a bug, but one connection's
+            log.warning(
+                "connection %d from %s: closing after a protocol error: %s",
+                self.id,
+                self.peer or "?",
+                exc,
+            )
+        except (
+            MilterProtocolError
+        ) as exc:  # our own misuse of the codec: a bug, but one connection's
             log.error("connection %d: internal protocol error: %s", self.id, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("connection %d: peer went away", self.id)
@@ -163,8 +170,9 @@ class MilterSession:
                 return
             self._handle(event)
             if isinstance(event, Negotiate):
-                reply = negotiate_reply(event, actions=WANTED_ACTIONS, protocol=WANTED_PROTOCOL,
-                                        macros=WANTED_MACROS)
+                reply = negotiate_reply(
+                    event, actions=WANTED_ACTIONS, protocol=WANTED_PROTOCOL, macros=WANTED_MACROS
+                )
                 await self.stream.send_all(conn.send(reply))
             elif conn.reply_owed is not None:
                 await self.stream.send_all(conn.send(_CONTINUE))
@@ -176,7 +184,11 @@ class MilterSession:
         elif isinstance(event, Header):
             self._add_header(event.name, event.value)
         elif isinstance(event, Macros):
-            target = self._connection_macros if event.stage in _CONNECTION_STAGES else self._message_macros
+            target = (
+                self._connection_macros
+                if event.stage in _CONNECTION_STAGES
+                else self._message_macros
+            )
             for name, value in event.pairs:
                 target[name.strip("{}")] = value
         elif isinstance(event, RcptTo):
@@ -227,12 +239,19 @@ class MilterSession:
             # The session's top-level guard: whatever went wrong inside the engine, the
             # MTA gets the configured safe action for this message instead of an error.
             except Exception:
-                log.exception("connection %d: scan failed; applying on_error=%s",
-                              self.id, self.settings.on_error)
+                log.exception(
+                    "connection %d: scan failed; applying on_error=%s",
+                    self.id,
+                    self.settings.on_error,
+                )
                 reason = "error"
         if result is None:
-            scan_log.warning("qid=%s scan %s; safe action %s", request.envelope.queue_id or "-",
-                             reason, self.settings.on_error)
+            scan_log.warning(
+                "qid=%s scan %s; safe action %s",
+                request.envelope.queue_id or "-",
+                reason,
+                self.settings.on_error,
+            )
             return fallback_actions(self.settings, reason)
         self._log_result(request, result, time.perf_counter() - started)
         actions = verdict_actions(result, self.settings, self._header_counts)
@@ -261,7 +280,9 @@ class MilterSession:
     def _request(self) -> ScanRequest:
         macros = {**self._connection_macros, **self._message_macros}
         connect = self._connect
-        address = connect.address if connect and connect.family in (Family.INET, Family.INET6) else None
+        address = (
+            connect.address if connect and connect.family in (Family.INET, Family.INET6) else None
+        )
         hostname = connect.hostname if connect else None
         if hostname is None or hostname.startswith("[") or hostname == "unknown":
             hostname = None  # Postfix's way of saying the client has no (verified) name
@@ -278,8 +299,13 @@ class MilterSession:
             mta_name=macros.get("daemon_name") or macros.get("j"),
             macros=macros,
         )
-        return ScanRequest(envelope=envelope, headers=tuple(self._headers), body=bytes(self._body),
-                           body_truncated=self._truncated, log_tag=envelope.queue_id)
+        return ScanRequest(
+            envelope=envelope,
+            headers=tuple(self._headers),
+            body=bytes(self._body),
+            body_truncated=self._truncated,
+            log_tag=envelope.queue_id,
+        )
 
     async def _send(self, actions: list[MilterAction]) -> None:
         # Header edits the MTA did not grant at negotiation (an old or restricted MTA) are
@@ -295,8 +321,13 @@ class MilterSession:
         symbols = ",".join(f"{s.name}({s.score:.2f})" for s in result.symbols.values())
         scan_log.info(
             "qid=%s client=%s from=<%s> rcpts=%s score=%.2f/%.2f action=%s symbols=[%s] time=%.1fms",
-            env.queue_id or "-", env.client_addr or "-", env.mail_from or "",
-            ",".join(env.rcpts) or "-", result.score, result.required_score,
-            result.action.value.replace(" ", "_"), symbols, elapsed * 1000,
+            env.queue_id or "-",
+            env.client_addr or "-",
+            env.mail_from or "",
+            ",".join(env.rcpts) or "-",
+            result.score,
+            result.required_score,
+            result.action.value.replace(" ", "_"),
+            symbols,
+            elapsed * 1000,
         )
-

@@ -20,7 +20,7 @@ Deletions go from the highest index down: Postfix renumbers after each one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from engine import Action, ScanResult
 from milterd.protocol import (
@@ -32,7 +32,11 @@ from milterd.protocol import (
     ReplyCode,
 )
 from milterd.protocol import Action as MilterAction
-from milterd.settings import MilterSettings
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from milterd.settings import MilterSettings
 
 __all__ = ["fallback_actions", "verdict_actions"]
 
@@ -83,7 +87,9 @@ def fallback_actions(settings: MilterSettings, reason: str) -> list[MilterAction
     return out
 
 
-def _result_header_edits(result: ScanResult, header_counts: Mapping[str, int]) -> list[MilterAction]:
+def _result_header_edits(
+    result: ScanResult, header_counts: Mapping[str, int]
+) -> list[MilterAction]:
     edits: list[MilterAction] = []
     for name, index in result.remove_headers.items():
         present = header_counts.get(name.lower(), 0)
