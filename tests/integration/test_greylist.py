@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from engine import Action, Engine, Envelope, ScanRequest
 from engine.modules.greylist import Greylist
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 MESSAGE = b"From: a@sender.test\r\nSubject: hello\r\n\r\nhello\r\n"
 
@@ -24,8 +27,12 @@ def _engine(tmp_path: Path, timeout: float, greylist_at: float = -100.0) -> Engi
     return Engine.from_config(Engine.load_config(conf), modules=[Greylist])
 
 
-def _request(client: str = "203.0.113.5", sender: str = "a@sender.test", rcpt: str = "r@example.test") -> ScanRequest:
-    return ScanRequest(envelope=Envelope(client_addr=client, mail_from=sender, rcpts=(rcpt,)), raw=MESSAGE)
+def _request(
+    client: str = "203.0.113.5", sender: str = "a@sender.test", rcpt: str = "r@example.test"
+) -> ScanRequest:
+    return ScanRequest(
+        envelope=Envelope(client_addr=client, mail_from=sender, rcpts=(rcpt,)), raw=MESSAGE
+    )
 
 
 async def test_first_attempt_is_greylisted_and_an_early_retry_too(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
 from engine.storage import SqliteStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 async def test_set_get_delete(tmp_path: Path) -> None:

@@ -27,8 +27,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 MODULES = (Headers, MimeTypes, Received, Hfilter)
 NOW = parse_date("Mon, 15 Jan 2024 12:00:00 +0000")
 # A public client that names itself properly: the hfilter checks stay quiet.
-GOOD_CLIENT = {"client_addr": "1.2.3.4", "client_name": "mail.example.org",
-               "helo": "mail.example.org", "mail_from": "alice@example.org"}
+GOOD_CLIENT = {
+    "client_addr": "1.2.3.4",
+    "client_name": "mail.example.org",
+    "helo": "mail.example.org",
+    "mail_from": "alice@example.org",
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +105,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("fixture", "symbol", "envelope"), CASES,
-                         ids=[f"{s}-{f.removesuffix('.eml')}" for f, s, _ in CASES])
-async def test_fixture_raises_symbol(engine: Engine, fixture: str, symbol: str,
-                                     envelope: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("fixture", "symbol", "envelope"),
+    CASES,
+    ids=[f"{s}-{f.removesuffix('.eml')}" for f, s, _ in CASES],
+)
+async def test_fixture_raises_symbol(
+    engine: Engine, fixture: str, symbol: str, envelope: dict[str, object]
+) -> None:
     result = await scan(engine, fixture, **envelope)
     assert symbol in result.symbols
     assert "ENGINE_MODULE_ERROR" not in result.symbols
@@ -132,12 +140,18 @@ async def test_clean_messages_score_nothing(engine: Engine, fixture: str) -> Non
 @pytest.mark.parametrize(
     "envelope",
     [
-        pytest.param({**GOOD_CLIENT, "client_addr": "127.0.0.1", "client_name": None,
-                      "helo": "[127.0.0.1]"}, id="loopback"),
-        pytest.param({**GOOD_CLIENT, "client_addr": "10.0.0.7", "client_name": None,
-                      "helo": "printer"}, id="private"),
-        pytest.param({**GOOD_CLIENT, "client_name": None, "helo": "laptop",
-                      "auth_user": "alice"}, id="authenticated"),
+        pytest.param(
+            {**GOOD_CLIENT, "client_addr": "127.0.0.1", "client_name": None, "helo": "[127.0.0.1]"},
+            id="loopback",
+        ),
+        pytest.param(
+            {**GOOD_CLIENT, "client_addr": "10.0.0.7", "client_name": None, "helo": "printer"},
+            id="private",
+        ),
+        pytest.param(
+            {**GOOD_CLIENT, "client_name": None, "helo": "laptop", "auth_user": "alice"},
+            id="authenticated",
+        ),
         pytest.param({"helo": "laptop"}, id="content-only scan"),
     ],
 )
@@ -150,7 +164,9 @@ async def test_hfilter_skips_local_authenticated_and_content_only(
 
 async def test_mailing_list_is_no_forged_sender(engine: Engine, tmp_path: Path) -> None:
     raw = b"List-Id: <lunch.lists.example.org>\n" + (FIXTURES / "clean.eml").read_bytes()
-    result = await engine.scan(ScanRequest(raw=raw, envelope=Envelope(mail_from="lunch-bounces@lists.example.org")))
+    result = await engine.scan(
+        ScanRequest(raw=raw, envelope=Envelope(mail_from="lunch-bounces@lists.example.org"))
+    )
     assert "FROM_NEQ_ENVFROM" in result.symbols
     assert "FORGED_SENDER" not in result.symbols
 
@@ -166,21 +182,28 @@ async def test_milter_input_counts_the_mtas_own_hop(engine: Engine) -> None:
         else:
             name, _, value = line.partition(": ")
             fields.append((name, value))
-    request = ScanRequest(headers=tuple(fields), body=body.replace("\n", "\r\n").encode(),
-                          envelope=Envelope(**GOOD_CLIENT))  # type: ignore[arg-type]
+    request = ScanRequest(
+        headers=tuple(fields),
+        body=body.replace("\n", "\r\n").encode(),
+        envelope=Envelope(**GOOD_CLIENT),
+    )  # type: ignore[arg-type]
     result = await engine.scan(request)
     assert "RCVD_COUNT_TWO" in result.symbols
     assert "ONCE_RECEIVED" not in result.symbols
     # The same message as a file, with the MTA's own header on top, counts the same.
     top = "Received: from mail.example.org (mail.example.org [1.2.3.4]) by mx.example.net; Mon, 15 Jan 2024 11:00:06 +0000\n"
-    result = await engine.scan(ScanRequest(raw=(top + raw).encode(), envelope=Envelope(**GOOD_CLIENT)))  # type: ignore[arg-type]
+    result = await engine.scan(
+        ScanRequest(raw=(top + raw).encode(), envelope=Envelope(**GOOD_CLIENT))
+    )  # type: ignore[arg-type]
     assert "RCVD_COUNT_TWO" in result.symbols
 
 
 async def test_truncated_milter_body_is_no_broken_structure(engine: Engine) -> None:
     raw = (FIXTURES / "mime_broken_structure.eml").read_bytes().decode()
     head, _, body = raw.partition("\n\n")
-    fields = tuple((n, v) for n, _, v in (line.partition(": ") for line in head.split("\n")
-                                           if line[:1] not in " \t"))
+    fields = tuple(
+        (n, v)
+        for n, _, v in (line.partition(": ") for line in head.split("\n") if line[:1] not in " \t")
+    )
     result = await engine.scan(ScanRequest(headers=fields, body=body.encode(), body_truncated=True))
     assert "MIME_BROKEN_STRUCTURE" not in result.symbols

@@ -66,7 +66,9 @@ def test_shipped_group_caps_are_loaded(tmp_path: Path) -> None:
     assert Engine.from_config(config, modules=()).group_max == expected
 
 
-def test_disabled_module_is_not_loaded(build_engine: Build, write_config: Write, scorer: type[Module]) -> None:
+def test_disabled_module_is_not_loaded(
+    build_engine: Build, write_config: Write, scorer: type[Module]
+) -> None:
     write_config("milterd.toml", "[gtube]\nenabled = false\n")
     engine = build_engine(Gtube, scorer)
     assert [m.name for m in engine.modules] == ["scorer"]
@@ -78,7 +80,9 @@ def test_unwritable_data_dir_is_a_config_problem(tmp_path: Path, scorer: type[Mo
     blocker.write_text("")
     config = Engine.load_config(None, environ={"MILTERD_DATA_DIR": str(blocker / "sub")})
     assert config_problems(lambda: Engine.from_config(config, modules=(scorer,))) == [
-        ConfigProblem("$MILTERD_DATA_DIR", None, "options.data_dir", f"{blocker / 'sub'} is not writable")
+        ConfigProblem(
+            "$MILTERD_DATA_DIR", None, "options.data_dir", f"{blocker / 'sub'} is not writable"
+        )
     ]
 
 
@@ -176,13 +180,18 @@ async def test_group_cap_in_a_scan(
     write_config("milterd.toml", "[groups.alpha]\nmax_score = 2.5\n")
     result = await scan_with(build_engine(scorer), message, x_insert="ONE TWO NEG=-1 BIG")
     assert {n: s.score for n, s in result.symbols.items()} == {
-        "ONE": 1.0, "TWO": 1.5, "NEG": 3.0, "BIG": 10.0,
+        "ONE": 1.0,
+        "TWO": 1.5,
+        "NEG": 3.0,
+        "BIG": 10.0,
     }
     assert result.score == 15.5
     assert result.action is Action.REJECT
 
 
-def test_without_any_group_config_there_are_no_caps(build_engine: Build, scorer: type[Module]) -> None:
+def test_without_any_group_config_there_are_no_caps(
+    build_engine: Build, scorer: type[Module]
+) -> None:
     assert build_engine(scorer).group_max == {}
 
 
@@ -206,7 +215,11 @@ async def test_composites_from_config_score_and_apply_their_policy(
     assert engine.registry.symbols["INNER"].group == "composite"
     result = await scan_with(engine, message, x_insert="ONE TWO BIG")
     assert {n: s.score for n, s in result.symbols.items()} == {
-        "ONE": 0.0, "TWO": 0.0, "BIG": 10.0, "INNER": 5.0, "OUTER": 1.0,
+        "ONE": 0.0,
+        "TWO": 0.0,
+        "BIG": 10.0,
+        "INNER": 5.0,
+        "OUTER": 1.0,
     }
     assert result.symbols["INNER"].description == "both"
     assert result.score == 16.0
@@ -229,17 +242,23 @@ def test_composite_problems_are_located(
         '[composites.SELF]\nexpression = "SELF | ONE"\n',
     )
     assert config_problems(lambda: build_engine(scorer)) == [
-        ConfigProblem(str(path), 3, "composites.BAD_SYNTAX.expression",
-                      "expression ends too early at column 6"),
+        ConfigProblem(
+            str(path),
+            3,
+            "composites.BAD_SYNTAX.expression",
+            "expression ends too early at column 6",
+        ),
         ConfigProblem(str(path), 11, "composites.ONE", "a module already declares this symbol"),
-        ConfigProblem(str(path), 14, "composites.lower",
-                      "symbol name 'lower' must be UPPER_SNAKE_CASE"),
-        ConfigProblem(str(path), 6, "composites.UNKNOWN_SYMBOL.expression",
-                      "refers to unknown symbol NOPE"),
-        ConfigProblem(str(path), 9, "composites.UNKNOWN_GROUP.expression",
-                      "refers to unknown group nope"),
-        ConfigProblem(str(path), 17, "composites.CYCLE_A",
-                      "composite refers to itself in a cycle"),
+        ConfigProblem(
+            str(path), 14, "composites.lower", "symbol name 'lower' must be UPPER_SNAKE_CASE"
+        ),
+        ConfigProblem(
+            str(path), 6, "composites.UNKNOWN_SYMBOL.expression", "refers to unknown symbol NOPE"
+        ),
+        ConfigProblem(
+            str(path), 9, "composites.UNKNOWN_GROUP.expression", "refers to unknown group nope"
+        ),
+        ConfigProblem(str(path), 17, "composites.CYCLE_A", "composite refers to itself in a cycle"),
         ConfigProblem(str(path), 23, "composites.SELF", "composite refers to itself in a cycle"),
     ]
 
@@ -328,7 +347,9 @@ async def test_forced_action_from_a_post_filter_overrides_the_score(
     assert result.to_json()["passthrough_module"] == "scorer"
 
 
-async def test_message_id_and_subject_from_header_fields(build_engine: Build, scorer: type[Module]) -> None:
+async def test_message_id_and_subject_from_header_fields(
+    build_engine: Build, scorer: type[Module]
+) -> None:
     engine = build_engine(scorer)
     request = ScanRequest(
         headers=(("Subject", "Hi"), ("Message-ID", " <abc@example.org> "), ("X-Insert", "ONE")),
@@ -343,7 +364,9 @@ def test_symbol_policy_with_only_an_empty_description_changes_nothing(
     build_engine: Build, write_config: Write, scorer: type[Module]
 ) -> None:
     write_config("milterd.toml", '[symbols.ONE]\ndescription = ""\n')
-    assert build_engine(scorer).registry.symbols["ONE"] == SymbolSpec("ONE", 1.0, "alpha", "One point")
+    assert build_engine(scorer).registry.symbols["ONE"] == SymbolSpec(
+        "ONE", 1.0, "alpha", "One point"
+    )
 
 
 class Closing(Module):

@@ -142,7 +142,9 @@ async def test_found_in_a_quoted_printable_part_split_by_a_soft_break(
     gtube_engine: Callable[[str], Engine],
 ) -> None:
     body = f"{XJS[:30]}=\r\n{XJS[30:]}\r\n".encode()
-    raw = multipart(("Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable", body))
+    raw = multipart(
+        ("Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable", body)
+    )
     assert b"GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL" not in raw
     result = await scan(gtube_engine("reject"), raw)
     assert set(result.symbols) == {"GTUBE"}
@@ -162,7 +164,9 @@ async def test_found_in_html_text(gtube_engine: Callable[[str], Engine]) -> None
         'Content-Type: text/plain\r\nContent-Disposition: attachment; filename="gtube.txt"',
     ],
 )
-async def test_not_found_in_an_attachment(gtube_engine: Callable[[str], Engine], headers: str) -> None:
+async def test_not_found_in_an_attachment(
+    gtube_engine: Callable[[str], Engine], headers: str
+) -> None:
     raw = multipart(("Content-Type: text/plain", b"clean"), (headers, XJS.encode()))
     result = await scan(gtube_engine("reject"), raw)
     assert set(result.symbols) == {"ONE"}
@@ -172,13 +176,17 @@ async def test_not_found_in_an_attachment(gtube_engine: Callable[[str], Engine],
 async def test_not_found_in_an_encoded_attachment(gtube_engine: Callable[[str], Engine]) -> None:
     raw = multipart(
         ("Content-Type: text/plain", b"clean"),
-        ("Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64",
-         base64.encodebytes(XJS.encode())),
+        (
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64",
+            base64.encodebytes(XJS.encode()),
+        ),
     )
     result = await scan(gtube_engine("reject"), raw)
     assert set(result.symbols) == {"ONE"}
 
 
-async def test_not_found_in_headers(gtube_engine: Callable[[str], Engine], message: Callable[..., bytes]) -> None:
+async def test_not_found_in_headers(
+    gtube_engine: Callable[[str], Engine], message: Callable[..., bytes]
+) -> None:
     result = await scan(gtube_engine("reject"), message("clean", subject=XJS))
     assert set(result.symbols) == set()

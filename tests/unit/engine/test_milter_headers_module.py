@@ -34,7 +34,11 @@ def headers_engine(
 
 
 async def scan(
-    engine: Engine, message: Callable[..., bytes], inserted: str, *extra: tuple[str, str], body: str = "x"
+    engine: Engine,
+    message: Callable[..., bytes],
+    inserted: str,
+    *extra: tuple[str, str],
+    body: str = "x",
 ) -> ScanResult:
     raw = message(body, headers=[("X-Insert", inserted), *extra])
     return await engine.scan(ScanRequest(raw=raw))
@@ -67,7 +71,9 @@ async def test_default_true_only_for_reject(
     engine = headers_engine()
     result = await scan(engine, message, "BIG=2")
     assert result.action is Action.REJECT
-    assert dict(result.add_headers)["X-Spamd-Result"] == "default: True [20.00 / 15.00];\n\tBIG(20.00)"
+    assert (
+        dict(result.add_headers)["X-Spamd-Result"] == "default: True [20.00 / 15.00];\n\tBIG(20.00)"
+    )
     result = await scan(engine, message, "BIG=2", ("X-Force", "soft reject"))
     assert result.action is Action.SOFT_REJECT
     assert dict(result.add_headers)["X-Spamd-Result"].startswith("default: False [20.00 / 15.00]")
@@ -122,7 +128,10 @@ async def test_bar_and_level(
     assert added["X-Spamd-Bar"] == bar
     assert added.get("X-Spam-Level") == level
     assert [name for name, _ in result.add_headers] == [
-        "X-Spamd-Result", "X-Spam-Status", "X-Spamd-Bar", *(["X-Spam-Level"] if level else []),
+        "X-Spamd-Result",
+        "X-Spam-Status",
+        "X-Spamd-Bar",
+        *(["X-Spam-Level"] if level else []),
     ]
 
 
@@ -185,7 +194,9 @@ def test_use_must_name_known_routines(
         headers_engine('\n[milter_headers]\nuse = ["x-spam-status", "X-Spam-Bar"]\n')
     [problem] = info.value.problems
     assert (problem.file, problem.line, problem.key) == (
-        str(config_dir / "milterd.toml"), 3, "milter_headers.use",
+        str(config_dir / "milterd.toml"),
+        3,
+        "milter_headers.use",
     )
     assert problem.message == (
         "unknown routines ['X-Spam-Bar']; known: x-spamd-result, x-spam-status, x-spamd-bar, x-spam-level"

@@ -21,8 +21,16 @@ if TYPE_CHECKING:
     from engine.task import Task
 
 ALWAYS = {
-    "is_skipped", "score", "required_score", "action", "thresholds", "symbols", "messages",
-    "message-id", "time_real", "milter",
+    "is_skipped",
+    "score",
+    "required_score",
+    "action",
+    "thresholds",
+    "symbols",
+    "messages",
+    "message-id",
+    "time_real",
+    "milter",
 }
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
@@ -49,8 +57,13 @@ def test_to_json_of_a_hand_built_result() -> None:
         "action": "add header",
         "thresholds": {"greylist": 4.0, "add header": 6.0, "reject": 15.0},
         "symbols": {
-            "ONE": {"name": "ONE", "score": 1.5, "metric_score": 1.0,
-                    "description": "One point", "options": ["x", "y"]},
+            "ONE": {
+                "name": "ONE",
+                "score": 1.5,
+                "metric_score": 1.0,
+                "description": "One point",
+                "options": ["x", "y"],
+            },
             "BARE": {"name": "BARE", "score": 6.0, "metric_score": 6.0},
         },
         "messages": {},
@@ -58,8 +71,11 @@ def test_to_json_of_a_hand_built_result() -> None:
         "time_real": 0.123457,
         "milter": {
             "add_headers": {
-                "X-A": [{"value": "1", "order": 0}, {"value": "3", "order": 0},
-                        {"value": "4", "order": 0}],
+                "X-A": [
+                    {"value": "1", "order": 0},
+                    {"value": "3", "order": 0},
+                    {"value": "4", "order": 0},
+                ],
                 "X-B": {"value": "2", "order": 0},
             },
             "remove_headers": {"X-Old": 0},
@@ -81,7 +97,9 @@ def test_optional_keys_appear_only_when_they_apply() -> None:
     out = result.to_json()
     assert set(out) == ALWAYS | {"subject", "passthrough_module", "partial"}
     assert (out["subject"], out["passthrough_module"], out["partial"]) == (
-        "*** SPAM *** hi", "mod", True,
+        "*** SPAM *** hi",
+        "mod",
+        True,
     )
 
 
@@ -125,8 +143,13 @@ async def test_forced_result_carries_smtp_message_and_passthrough_module(
     assert out["messages"] == {"smtp_message": "Gtube pattern"}
     assert out["passthrough_module"] == "gtube"
     assert out["symbols"] == {
-        "GTUBE": {"name": "GTUBE", "score": 0.0, "metric_score": 0.0,
-                  "description": "GTUBE test string found", "options": ["reject"]},
+        "GTUBE": {
+            "name": "GTUBE",
+            "score": 0.0,
+            "metric_score": 0.0,
+            "description": "GTUBE test string found",
+            "options": ["reject"],
+        },
     }
 
 
@@ -143,7 +166,10 @@ async def test_rewrite_subject_result_carries_the_subject(
     assert out["action"] == "rewrite subject"
     assert out["subject"] == "*** SPAM *** Test"
     assert out["thresholds"] == {
-        "greylist": 4.0, "add header": 6.0, "rewrite subject": 2.0, "reject": 15.0,
+        "greylist": 4.0,
+        "add header": 6.0,
+        "rewrite subject": 2.0,
+        "reject": 15.0,
     }
     # No Subject header at all: the template gets an empty string.
     raw = b"X-Insert: TWO\r\n\r\nbody\r\n"

@@ -102,7 +102,7 @@ def test_local_d_deep_merges_in_file_name_order(
 ) -> None:
     main = write_config(
         "milterd.toml",
-        '[options]\ntask_timeout = 3.0\ncheck_timeout = 2.0\n\n'
+        "[options]\ntask_timeout = 3.0\ncheck_timeout = 2.0\n\n"
         '[milter_headers]\nuse = ["x-spamd-result", "x-spam-status", "x-spamd-bar"]\n',
     )
     # Written out of order: 20 must win over 10 because of its name, not its age.
@@ -131,7 +131,9 @@ def test_local_d_merges_named_tables(
     config_dir: Path, write_config: Callable[[str, str], Path]
 ) -> None:
     write_config("milterd.toml", '[groups.abc]\nmax_score = 3.0\ndescription = "first"\n')
-    write_config("local.d/groups.toml", "[groups.abc]\nmax_score = 5.0\n\n[groups.xyz]\nmax_score = 1.0\n")
+    write_config(
+        "local.d/groups.toml", "[groups.abc]\nmax_score = 5.0\n\n[groups.xyz]\nmax_score = 1.0\n"
+    )
     config = load(config_dir)
     assert config.section("groups") == {
         "abc": {"max_score": 5.0, "description": "first"},
@@ -228,7 +230,9 @@ def test_env_override_of_a_bad_value_is_reported_against_the_variable(
 def test_unknown_key_has_file_line_and_dotted_key(
     config_dir: Path, write_config: Callable[[str, str], Path]
 ) -> None:
-    path = write_config("milterd.toml", "# comment\n[options]\ntask_timeout = 3.0\ntask_timout = 4.0\n")
+    path = write_config(
+        "milterd.toml", "# comment\n[options]\ntask_timeout = 3.0\ntask_timout = 4.0\n"
+    )
     [problem] = problems_of(config_dir)
     assert (problem.file, problem.line, problem.key) == (str(path), 4, "options.task_timout")
     assert problem.message.startswith("unknown key (known here: check_timeout, data_dir, ")
@@ -245,35 +249,84 @@ def test_unknown_section_is_located_at_its_header(
 @pytest.mark.parametrize(
     ("text", "line", "key", "message"),
     [
-        ('[options]\ntask_timeout = "8"\n', 2, "options.task_timeout",
-         "must be a number, not str '8'"),
-        ("[options]\ntask_timeout = true\n", 2, "options.task_timeout",
-         "must be a number, not true"),
-        ('[options]\ngtube_patterns = "some"\n', 2, "options.gtube_patterns",
-         "'some' is not one of 'reject', 'all', 'disabled'"),
+        (
+            '[options]\ntask_timeout = "8"\n',
+            2,
+            "options.task_timeout",
+            "must be a number, not str '8'",
+        ),
+        (
+            "[options]\ntask_timeout = true\n",
+            2,
+            "options.task_timeout",
+            "must be a number, not true",
+        ),
+        (
+            '[options]\ngtube_patterns = "some"\n',
+            2,
+            "options.gtube_patterns",
+            "'some' is not one of 'reject', 'all', 'disabled'",
+        ),
         ("[options]\ncheck_timeout = 0.0\n", 2, "options.check_timeout", "must be ≥ 0.001"),
         ("[options]\ntask_timeout = inf\n", 2, "options.task_timeout", "must be a finite number"),
-        ("\n[actions]\n\nreject = true\n", 4, "actions.reject",
-         "must be a score, or false to switch this rung off"),
-        ('[actions]\nreject = "high"\n', 2, "actions.reject",
-         "must be a number or true/false, not str 'high'"),
+        (
+            "\n[actions]\n\nreject = true\n",
+            4,
+            "actions.reject",
+            "must be a score, or false to switch this rung off",
+        ),
+        (
+            '[actions]\nreject = "high"\n',
+            2,
+            "actions.reject",
+            "must be a number or true/false, not str 'high'",
+        ),
         ("options = 5\n", 1, "options", "must be a table, not int"),
-        ("actions.reject = true\n", 1, "actions.reject",
-         "must be a score, or false to switch this rung off"),
-        ('[logging]\nlevel = ["info"]\n', 2, "logging.level", "must be a string, not list ['info']"),
-        ("[milter_headers]\nenabled = 1\n", 2, "milter_headers.enabled",
-         "must be true/false, not int 1"),
-        ('[milter_headers]\nuse = ["x-spamd-result", "x-bogus"]\n', 2, "milter_headers.use",
-         "unknown routines ['x-bogus']; known: x-spamd-result, x-spam-status, x-spamd-bar, x-spam-level"),
-        ('[milter_headers]\nuse = "x-spamd-result"\n', 2, "milter_headers.use",
-         "must be a list, not str 'x-spamd-result'"),
+        (
+            "actions.reject = true\n",
+            1,
+            "actions.reject",
+            "must be a score, or false to switch this rung off",
+        ),
+        (
+            '[logging]\nlevel = ["info"]\n',
+            2,
+            "logging.level",
+            "must be a string, not list ['info']",
+        ),
+        (
+            "[milter_headers]\nenabled = 1\n",
+            2,
+            "milter_headers.enabled",
+            "must be true/false, not int 1",
+        ),
+        (
+            '[milter_headers]\nuse = ["x-spamd-result", "x-bogus"]\n',
+            2,
+            "milter_headers.use",
+            "unknown routines ['x-bogus']; known: x-spamd-result, x-spam-status, x-spamd-bar, x-spam-level",
+        ),
+        (
+            '[milter_headers]\nuse = "x-spamd-result"\n',
+            2,
+            "milter_headers.use",
+            "must be a list, not str 'x-spamd-result'",
+        ),
         ("[symbols.GTUBE]\nscore = true\n", 2, "symbols.GTUBE.score", "must be a number, not true"),
         ("[symbols]\nGTUBE = 5\n", 2, "symbols.GTUBE", "must be a table"),
-        ('[groups."my group"]\nmax_score = true\n', 2, "groups.my group.max_score",
-         "must be a score, or false to switch this rung off"),
+        (
+            '[groups."my group"]\nmax_score = true\n',
+            2,
+            "groups.my group.max_score",
+            "must be a score, or false to switch this rung off",
+        ),
         ("[composites.X]\nscore = 1.0\n", 1, "composites.X.expression", "is required"),
-        ('[composites.X]\nexpression = "A"\npolicy = "remove"\n', 3, "composites.X.policy",
-         "'remove' is not one of 'remove_all', 'remove_weight', 'remove_symbol', 'leave'"),
+        (
+            '[composites.X]\nexpression = "A"\npolicy = "remove"\n',
+            3,
+            "composites.X.policy",
+            "'remove' is not one of 'remove_all', 'remove_weight', 'remove_symbol', 'leave'",
+        ),
     ],
 )
 def test_bad_value_is_located(

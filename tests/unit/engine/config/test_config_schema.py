@@ -40,8 +40,15 @@ def test_defaults_are_filled_in_everywhere() -> None:
 def test_given_values_are_kept_and_ints_widen_to_float() -> None:
     data, problems = validate(
         SCHEMA,
-        {"need": "y", "ratio": 1, "count": 7, "name": "y", "flag": True,
-         "inner": {"deep": 2}, "items": {"a": {"w": 3}}},
+        {
+            "need": "y",
+            "ratio": 1,
+            "count": 7,
+            "name": "y",
+            "flag": True,
+            "inner": {"deep": 2},
+            "items": {"a": {"w": 3}},
+        },
     )
     assert problems == []
     assert data["ratio"] == 1.0
@@ -60,7 +67,11 @@ def test_given_values_are_kept_and_ints_widen_to_float() -> None:
         ({"flag": 0}, ("flag",), "must be true/false, not int 0"),
         ({"path": "/x"}, ("path",), "must be PurePosixPath, not str '/x'"),
         ({"ratio": float("nan")}, ("ratio",), "must be a finite number"),
-        ({"inner": {"deep": "no"}}, ("inner", "deep"), "must be a number or true/false, not str 'no'"),
+        (
+            {"inner": {"deep": "no"}},
+            ("inner", "deep"),
+            "must be a number or true/false, not str 'no'",
+        ),
         ({"inner": []}, ("inner",), "must be a table, not list"),
         ({"items": {"a": 1}}, ("items", "a"), "must be a table"),
         ({"items": {"a": {"v": 1}}}, ("items", "a", "v"), "unknown key (known here: w)"),

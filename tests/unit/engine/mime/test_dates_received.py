@@ -23,19 +23,34 @@ def test_dates(text: str, expected: tuple[int, ...]) -> None:
     assert parse_date(text) == calendar.timegm((*expected, 0, 0, 0))
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "Mon, 31 Feb 2024 10:00:00 +0000",
-                                  "Mon, 15 Jan 2024 25:61:00 +0000", "1 Jan 99999 00:00 +0000"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "Mon, 31 Feb 2024 10:00:00 +0000",
+        "Mon, 15 Jan 2024 25:61:00 +0000",
+        "1 Jan 99999 00:00 +0000",
+    ],
+)
 def test_bad_dates(text: str) -> None:
     assert parse_date(text) is None
 
 
 def test_postfix_received() -> None:
-    hop = Hop("from mail.example.org (mail.example.org [198.18.0.10])\n\tby mx.example.net (Postfix) "
-              "with ESMTPSA id 4ABC\n\tfor <Bob@example.net>; Mon, 15 Jan 2024 11:00:05 +0000 (UTC)")
+    hop = Hop(
+        "from mail.example.org (mail.example.org [198.18.0.10])\n\tby mx.example.net (Postfix) "
+        "with ESMTPSA id 4ABC\n\tfor <Bob@example.net>; Mon, 15 Jan 2024 11:00:05 +0000 (UTC)"
+    )
     f = hop.fields
     assert (f.helo, f.rdns, f.ip, f.by, f.protocol, f.recipient) == (
-        "mail.example.org", "mail.example.org", "198.18.0.10", "mx.example.net", "ESMTPSA",
-        "bob@example.net")
+        "mail.example.org",
+        "mail.example.org",
+        "198.18.0.10",
+        "mx.example.net",
+        "ESMTPSA",
+        "bob@example.net",
+    )
     assert f.date == "Mon, 15 Jan 2024 11:00:05 +0000 (UTC)"
     assert hop.authenticated
     assert not hop.is_retrieval
@@ -44,10 +59,20 @@ def test_postfix_received() -> None:
 @pytest.mark.parametrize(
     ("value", "helo", "rdns", "ip"),
     [
-        ("from lugh (root@lugh.tuatha.org [194.125.145.45]) by x.example", "lugh", "lugh.tuatha.org", "194.125.145.45"),
+        (
+            "from lugh (root@lugh.tuatha.org [194.125.145.45]) by x.example",
+            "lugh",
+            "lugh.tuatha.org",
+            "194.125.145.45",
+        ),
         ("from unknown (HELO pc) (1.2.3.4) by x.example with SMTP", "unknown", None, "1.2.3.4"),
         ("from [203.0.113.9] by x.example with local", "[203.0.113.9]", None, "203.0.113.9"),
-        ("from mx.example.org ([IPv6:2001:db8::1] helo=mx) by a.example with esmtps", "mx.example.org", None, "2001:db8::1"),
+        (
+            "from mx.example.org ([IPv6:2001:db8::1] helo=mx) by a.example with esmtps",
+            "mx.example.org",
+            None,
+            "2001:db8::1",
+        ),
         ("(qmail 1234 invoked by uid 500); 15 Jan 2024 12:00:00 -0000", None, None, None),
     ],
 )
@@ -57,5 +82,7 @@ def test_received_forms(value: str, helo: str | None, rdns: str | None, ip: str 
 
 
 def test_fetchmail_is_retrieval() -> None:
-    hop = Hop("from phobos [127.0.0.1]\n\tby localhost with IMAP (fetchmail-5.9.0)\n\tfor z@localhost (single-drop)")
+    hop = Hop(
+        "from phobos [127.0.0.1]\n\tby localhost with IMAP (fetchmail-5.9.0)\n\tfor z@localhost (single-drop)"
+    )
     assert hop.is_retrieval

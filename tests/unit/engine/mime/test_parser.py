@@ -94,10 +94,19 @@ MULTI = (
 def test_multipart_tree_decoding_and_rfc2231_filename() -> None:
     msg = parse(MULTI)
     types = [p.content_type for p in msg.parts]
-    assert types == ["multipart/mixed", "multipart/alternative", "text/plain", "text/html",
-                     "application/octet-stream", "message/rfc822", "text/plain"]
+    assert types == [
+        "multipart/mixed",
+        "multipart/alternative",
+        "text/plain",
+        "text/html",
+        "application/octet-stream",
+        "message/rfc822",
+        "text/plain",
+    ]
     plain, html = msg.text_parts[0], msg.text_parts[1]
-    assert plain.text == "Café soft break"  # the CRLF before a boundary is the boundary's (RFC 2046 §5.1.1)
+    assert (
+        plain.text == "Café soft break"
+    )  # the CRLF before a boundary is the boundary's (RFC 2046 §5.1.1)
     assert html.source == "<p>Hello <b>world</b></p>"
     assert html.text == "Hello world"
     (attachment,) = msg.attachments
@@ -113,8 +122,13 @@ def test_missing_boundary_parameter() -> None:
 
 
 def test_boundary_never_found_and_unterminated() -> None:
-    assert "missing_mime_parts" in parse('Content-Type: multipart/mixed; boundary="b"\n\nno parts\n').defects
-    msg = parse('Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nfirst\n--b\n\nsecond, cut off')
+    assert (
+        "missing_mime_parts"
+        in parse('Content-Type: multipart/mixed; boundary="b"\n\nno parts\n').defects
+    )
+    msg = parse(
+        'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nfirst\n--b\n\nsecond, cut off'
+    )
     assert "unterminated_multipart" in msg.defects
     assert [p.body for p in msg.root.children] == [b"first", b"second, cut off"]
 
@@ -126,12 +140,16 @@ def test_bad_content_type_falls_back_to_text_plain() -> None:
 
 
 def test_bad_base64_is_decoded_best_effort() -> None:
-    msg = parse("Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8gd29ybGQ=!!!x\n")
+    msg = parse(
+        "Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\naGVsbG8gd29ybGQ=!!!x\n"
+    )
     assert msg.text_parts[0].text.startswith("hello world")
 
 
 def test_unknown_cte_and_bad_charset_data() -> None:
-    msg = parse(b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: x-weird\n\n\xff\xfe ok")
+    msg = parse(
+        b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: x-weird\n\n\xff\xfe ok"
+    )
     assert msg.text_parts[0].text.endswith(" ok")
     assert {"bad_cte", "bad_charset_data"} <= msg.defects
 
@@ -144,7 +162,9 @@ def test_unknown_charset_is_read_as_utf8() -> None:
 
 def test_nesting_limit() -> None:
     depth = MAX_DEPTH + 4
-    head = "".join(f'--b{i}\nContent-Type: multipart/mixed; boundary="b{i + 1}"\n\n' for i in range(depth))
+    head = "".join(
+        f'--b{i}\nContent-Type: multipart/mixed; boundary="b{i + 1}"\n\n' for i in range(depth)
+    )
     raw = f'Content-Type: multipart/mixed; boundary="b0"\n\n{head}--b{depth}\n\nleaf\n'
     msg = parse(raw)
     assert "nesting_too_deep" in msg.defects
@@ -152,7 +172,11 @@ def test_nesting_limit() -> None:
 
 
 def test_part_count_limit() -> None:
-    raw = 'Content-Type: multipart/mixed; boundary="b"\n\n' + "--b\n\nx\n" * (MAX_PARTS + 50) + "--b--\n"
+    raw = (
+        'Content-Type: multipart/mixed; boundary="b"\n\n'
+        + "--b\n\nx\n" * (MAX_PARTS + 50)
+        + "--b--\n"
+    )
     msg = parse(raw)
     assert "too_many_parts" in msg.defects
     assert len(msg.parts) <= MAX_PARTS

@@ -14,10 +14,33 @@ from engine.mime.received import Hop
 FIXTURES = sorted((Path(__file__).parents[3] / "rules" / "fixtures").glob("*.eml"))
 SEEDS = [p.read_bytes() for p in FIXTURES]
 # Bytes that steer random input towards the parser's interesting paths.
-TOKENS = [b"\r\n", b"\n", b"\n\n", b": ", b" ", b"\t", b"--b", b"--b--", b"=?utf-8?B?", b"?=",
-          b"Content-Type: multipart/mixed; boundary=b\n", b"Content-Type: message/rfc822\n",
-          b"Content-Transfer-Encoding: base64\n", b"Content-Transfer-Encoding: quoted-printable\n",
-          b"charset=", b"filename*0*=", b"%", b"'", b'"', b";", b"=", b"\xff", b"\x00", b"<", b">"]
+TOKENS = [
+    b"\r\n",
+    b"\n",
+    b"\n\n",
+    b": ",
+    b" ",
+    b"\t",
+    b"--b",
+    b"--b--",
+    b"=?utf-8?B?",
+    b"?=",
+    b"Content-Type: multipart/mixed; boundary=b\n",
+    b"Content-Type: message/rfc822\n",
+    b"Content-Transfer-Encoding: base64\n",
+    b"Content-Transfer-Encoding: quoted-printable\n",
+    b"charset=",
+    b"filename*0*=",
+    b"%",
+    b"'",
+    b'"',
+    b";",
+    b"=",
+    b"\xff",
+    b"\x00",
+    b"<",
+    b">",
+]
 
 
 def touch(raw: bytes) -> None:
@@ -46,8 +69,15 @@ def test_token_soup(pieces: list[bytes]) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(SEEDS),
-    st.lists(st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=40),
-                       st.sampled_from([*TOKENS, b""])), min_size=1, max_size=6),
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0),
+            st.integers(min_value=0, max_value=40),
+            st.sampled_from([*TOKENS, b""]),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
 )
 def test_mutated_real_messages(seed: bytes, edits: list[tuple[int, int, bytes]]) -> None:
     raw = seed

@@ -94,7 +94,10 @@ def test_required_score_is_reject_or_the_highest_rung() -> None:
 def test_thresholds_as_dict_uses_wire_names_and_skips_off_rungs() -> None:
     assert DEFAULT.as_dict() == {"greylist": 4.0, "add header": 6.0, "reject": 15.0}
     assert EVERY_RUNG.as_dict() == {
-        "greylist": 4.0, "add header": 6.0, "rewrite subject": 8.0, "soft reject": 10.0,
+        "greylist": 4.0,
+        "add header": 6.0,
+        "rewrite subject": 8.0,
+        "soft reject": 10.0,
         "reject": 15.0,
     }
 
@@ -129,5 +132,10 @@ def test_parse_refuses_unknown_names(text: str) -> None:
 def test_rank_and_config_key() -> None:
     assert [a.rank for a in Action] == [0, 1, 2, 3, 4, 5]
     assert [a.config_key for a in Action] == [
-        "no_action", "greylist", "add_header", "rewrite_subject", "soft_reject", "reject",
+        "no_action",
+        "greylist",
+        "add_header",
+        "rewrite_subject",
+        "soft_reject",
+        "reject",
     ]

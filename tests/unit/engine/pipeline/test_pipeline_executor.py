@@ -35,6 +35,7 @@ class Recorder(Module):
         SymbolSpec(n, 1.0, "rec")
         for n in ("PRE_HIGH", "PRE_LOW", "F_ONE", "F_TWO", "F_THREE", "F_SYNC", "CLS", "POST")
     )
+
     def setup(self) -> None:
         self.ran: list[str] = []
         self.at: dict[str, float] = {}
@@ -104,7 +105,13 @@ async def test_stages_run_in_order(build_engine: Callable[..., Engine]) -> None:
     engine = build_engine(AllStages)
     result = await scan(engine)
     assert recorder(engine).ran == [
-        "pre_high", "pre_low", "filter_sync", "filter_async", "classify", "post", "idempotent",
+        "pre_high",
+        "pre_low",
+        "filter_sync",
+        "filter_async",
+        "classify",
+        "post",
+        "idempotent",
     ]
     assert symbols(result) == {"PRE_HIGH", "PRE_LOW", "F_ONE", "F_SYNC", "CLS", "POST"}
     assert result.score == 6.0
@@ -114,7 +121,9 @@ async def test_stages_run_in_order(build_engine: Callable[..., Engine]) -> None:
     assert result.add_headers == (("X-Seen", "CLS,F_ONE,F_SYNC,POST,PRE_HIGH,PRE_LOW"),)
 
 
-async def test_pre_result_skips_everything_but_idempotent(build_engine: Callable[..., Engine]) -> None:
+async def test_pre_result_skips_everything_but_idempotent(
+    build_engine: Callable[..., Engine],
+) -> None:
     engine = build_engine(AllStages)
     result = await scan(engine, RAW + b"STOP\r\n")
     assert recorder(engine).ran == ["pre_high", "idempotent"]
@@ -188,7 +197,9 @@ class SyncChain(Recorder):
         task.insert_result("F_THREE")
 
 
-async def test_sync_checks_run_inline_in_dependency_order(build_engine: Callable[..., Engine]) -> None:
+async def test_sync_checks_run_inline_in_dependency_order(
+    build_engine: Callable[..., Engine],
+) -> None:
     engine = build_engine(SyncChain)
     result = await scan(engine)
     # Sync checks whose dependencies are done run inline before any async check starts.
@@ -251,7 +262,9 @@ async def test_failing_checks_become_module_error_and_the_scan_completes(
         result = await scan(engine)
     assert symbols(result) == {"PRE_HIGH", "F_ONE", "F_THREE", "POST", MODULE_ERROR}
     assert sorted(result.symbols[MODULE_ERROR].options) == [
-        "rec.async_boom", "rec.boom", "rec.undeclared",
+        "rec.async_boom",
+        "rec.boom",
+        "rec.undeclared",
     ]
     assert result.symbols[MODULE_ERROR].score == 0.0
     assert result.score == 4.0
@@ -315,7 +328,10 @@ async def test_check_past_its_timeout_becomes_module_timeout(
     assert trio.current_time() - start == 1.5
     assert symbols(result) == {"PRE_HIGH", "F_ONE", "F_THREE", "POST", MODULE_TIMEOUT}
     assert result.symbols["F_ONE"].options == ("before",)
-    assert sorted(result.symbols[MODULE_TIMEOUT].options) == ["rec.default_timeout", "rec.own_timeout"]
+    assert sorted(result.symbols[MODULE_TIMEOUT].options) == [
+        "rec.default_timeout",
+        "rec.own_timeout",
+    ]
     assert result.partial is False
     assert sorted(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING) == [
         "check rec.default_timeout timed out after 1.5s",
@@ -352,7 +368,12 @@ async def test_scan_deadline_during_post_keeps_the_filters(
     engine = build_engine(Slow)
     result = await scan(engine, b"X-Post-Sleep: 4\r\n" + RAW)
     assert symbols(result) == {
-        "PRE_HIGH", "F_ONE", "F_TWO", "F_THREE", MODULE_TIMEOUT, SCAN_TIMEOUT,
+        "PRE_HIGH",
+        "F_ONE",
+        "F_TWO",
+        "F_THREE",
+        MODULE_TIMEOUT,
+        SCAN_TIMEOUT,
     }
     assert result.partial is True
     assert result.score == 4.0

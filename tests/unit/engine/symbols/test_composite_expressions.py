@@ -147,7 +147,10 @@ def test_remove_weight_keeps_the_atoms_at_zero_weight() -> None:
     h = hits("A", "B", "D")
     evaluate_composites([composite("X1", "A & B", Policy.REMOVE_WEIGHT)], h, SPECS)
     assert h == {
-        "A": SymbolHit("A", 0.0), "B": SymbolHit("B", 0.0), "D": SymbolHit("D"), "X1": SymbolHit("X1"),
+        "A": SymbolHit("A", 0.0),
+        "B": SymbolHit("B", 0.0),
+        "D": SymbolHit("D"),
+        "X1": SymbolHit("X1"),
     }
 
 
@@ -155,7 +158,9 @@ def test_remove_symbol_hides_the_atoms_but_keeps_their_weight() -> None:
     h = hits("A", "B")
     evaluate_composites([composite("X1", "A & B", Policy.REMOVE_SYMBOL)], h, SPECS)
     assert h == {
-        "A": SymbolHit("A", hidden=True), "B": SymbolHit("B", hidden=True), "X1": SymbolHit("X1"),
+        "A": SymbolHit("A", hidden=True),
+        "B": SymbolHit("B", hidden=True),
+        "X1": SymbolHit("X1"),
     }
 
 

@@ -38,7 +38,11 @@ def names(checks: list[CheckSpec]) -> list[str]:
 def test_symbol_spec_defaults_and_name_rule() -> None:
     spec = SymbolSpec("R_OK")
     assert (spec.score, spec.group, spec.description, spec.type, spec.one_shot) == (
-        0.0, "misc", "", SymbolType.NORMAL, True,
+        0.0,
+        "misc",
+        "",
+        SymbolType.NORMAL,
+        True,
     )
     for bad in ("lower", "1ABC", "A-B", ""):
         with pytest.raises(ValueError, match="UPPER_SNAKE_CASE"):
@@ -111,7 +115,12 @@ def test_filter_order_is_declaration_order_with_dependencies_first() -> None:
         check("m.pre", Stage.PRE),
     )
     reg.validate()
-    assert names(reg.checks_for(Stage.FILTER)) == ["m.a", "m.d", "m.b", "m.c", ]
+    assert names(reg.checks_for(Stage.FILTER)) == [
+        "m.a",
+        "m.d",
+        "m.b",
+        "m.c",
+    ]
     assert names(reg.checks_for(Stage.PRE)) == ["m.pre"]
     assert reg.checks_for(Stage.CLASSIFY) == []
     assert reg.checks_for(Stage.COMPOSITE) == []
@@ -128,7 +137,11 @@ def test_sequential_stages_run_by_priority_then_dependencies(stage: Stage) -> No
     )
     reg.validate()
     assert names(reg.checks_for(stage)) == [
-        "m.low", "m.needs_low", "m.high", "m.mid", "m.also_mid",
+        "m.low",
+        "m.needs_low",
+        "m.high",
+        "m.mid",
+        "m.also_mid",
     ]
 
 
