@@ -33,6 +33,7 @@ from engine.mime import bare_address
 from milterd.protocol import (
     NEED_DATA,
     Abort,
+    Accept,
     ActionFlag,
     AddHeader,
     BodyChunk,
@@ -255,8 +256,9 @@ class MilterSession:
             return fallback_actions(self.settings, reason)
         self._log_result(request, result, time.perf_counter() - started)
         actions = verdict_actions(result, self.settings, self._header_counts)
-        if result.partial and self.settings.incomplete_header:
-            actions[-1:-1] = fallback_actions(self.settings, "partial")[:-1]
+        if result.partial and self.settings.incomplete_header and isinstance(actions[-1], Accept):
+            # Only a message that is let through carries the note; a refusal has no reader.
+            actions.insert(-1, AddHeader(self.settings.incomplete_header, "incomplete (partial)"))
         return actions
 
     async def _scan_keeping_alive(self, request: ScanRequest) -> ScanResult:

@@ -55,17 +55,19 @@ class Config:
         return value
 
     def problem(self, path: KeyPath, message: str) -> ConfigProblem:
-        """A problem with the value at ``path``, located in the file that set it."""
-        source = self.source_of(path)
+        """A problem with the value at ``path``, located in the file that set it (or, for a
+        key that no file set, such as a missing required one, the file of its table)."""
+        source = DEFAULT_SOURCE
+        for length in range(len(path), 0, -1):
+            if path[:length] in self.sources:
+                source = self.sources[path[:length]]
+                break
         line = _locate(Path(source), path) if not source.startswith(("$", "(")) else None
         return ConfigProblem(source, line, ".".join(path), message)
 
     def source_of(self, path: KeyPath) -> str:
-        for length in range(len(path), 0, -1):
-            source = self.sources.get(path[:length])
-            if source is not None:
-                return source
-        return DEFAULT_SOURCE
+        """The file (or ``$VARIABLE``) that set exactly this value, else ``(default)``."""
+        return self.sources.get(path, DEFAULT_SOURCE)
 
 
 def load_config(
