@@ -33,11 +33,8 @@ from engine.mime import bare_address
 from milterd.protocol import (
     NEED_DATA,
     Abort,
-    Accept,
     ActionFlag,
-    AddHeader,
     BodyChunk,
-    ChangeHeader,
     Command,
     Connect,
     ConnectionClosed,
@@ -102,7 +99,6 @@ _RECEIVE_SIZE = 256 * 1024
 _HEALTH_REPLY = b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\npong\r\n"
 _ids = itertools.count(1)
 _CONTINUE = Continue()
-_EDIT_FLAG = {AddHeader: ActionFlag.ADDHDRS, ChangeHeader: ActionFlag.CHGHDRS}
 
 
 class MilterSession:
@@ -143,9 +139,8 @@ class MilterSession:
                 self.peer or "?",
                 exc,
             )
-        except (
-            MilterProtocolError
-        ) as exc:  # our own misuse of the codec: a bug, but one connection's
+        except MilterProtocolError as exc:
+            # Our own misuse of the codec: a bug, but it costs only this connection.
             log.error("connection %d: internal protocol error: %s", self.id, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             log.debug("connection %d: peer went away", self.id)
@@ -253,13 +248,9 @@ class MilterSession:
                 reason,
                 self.settings.on_error,
             )
-            return fallback_actions(self.settings, reason)
+            return fallback_actions(self.settings, reason, self._granted)
         self._log_result(request, result, time.perf_counter() - started)
-        actions = verdict_actions(result, self.settings, self._header_counts)
-        if result.partial and self.settings.incomplete_header and isinstance(actions[-1], Accept):
-            # Only a message that is let through carries the note; a refusal has no reader.
-            actions.insert(-1, AddHeader(self.settings.incomplete_header, "incomplete (partial)"))
-        return actions
+        return verdict_actions(result, self.settings, self._header_counts, self._granted)
 
     async def _scan_keeping_alive(self, request: ScanRequest) -> ScanResult:
         """Scan, sending PROGRESS every ``progress_interval`` so the MTA keeps waiting."""
@@ -309,12 +300,13 @@ class MilterSession:
             log_tag=envelope.queue_id,
         )
 
+    @property
+    def _granted(self) -> ActionFlag:
+        negotiated = self.conn.negotiated
+        return negotiated.actions if negotiated else ActionFlag.NONE
+
     async def _send(self, actions: list[MilterAction]) -> None:
-        # Header edits the MTA did not grant at negotiation (an old or restricted MTA) are
-        # left out: the verdict must still go through.
-        granted = self.conn.negotiated.actions if self.conn.negotiated else ActionFlag.NONE
-        sendable = [a for a in actions if _EDIT_FLAG.get(type(a), ActionFlag.NONE) in granted]
-        await self.stream.send_all(b"".join(self.conn.send(a) for a in sendable))
+        await self.stream.send_all(self.conn.send_many(actions))
 
     def _log_result(self, request: ScanRequest, result: ScanResult, elapsed: float) -> None:
         if not scan_log.isEnabledFor(logging.INFO):

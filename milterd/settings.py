@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.config import Key, Section, at_least
+from engine.config import Key, Section, at_least, validate
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -137,23 +137,32 @@ MILTER_SECTION = Section(
 
 @dataclass(slots=True, frozen=True)
 class MilterSettings:
-    listen: tuple[str, ...] = (DEFAULT_LISTEN,)
-    socket_mode: int = 0o660
-    max_message_size: int = 50 * 1024 * 1024
-    max_frame_size: int = 1 << 20
-    scan_timeout: float = 20.0
-    progress_interval: float = 10.0
-    on_error: str = "accept"
-    incomplete_header: str = "X-Milterd-Scan"
-    reject_action: str = "reject"
-    reject_message: str = "Spam message rejected"
-    greylist_message: str = "Greylisted, please try again later"
-    soft_reject_message: str = "Try again later"
-    tempfail_message: str = "Scanner unavailable, try again later"
-    quarantine_reason: str = "Spam message quarantined"
-    spam_header: str = "X-Spam"
-    spam_header_value: str = "Yes"
-    remove_upstream_spam_header: bool = True
+    """``[milter]`` as typed values. Defaults live in ``MILTER_SECTION`` only: use
+    ``MilterSettings.defaults()`` rather than repeating them here."""
+
+    listen: tuple[str, ...]
+    socket_mode: int
+    max_message_size: int
+    max_frame_size: int
+    scan_timeout: float
+    progress_interval: float
+    on_error: str
+    incomplete_header: str
+    reject_action: str
+    reject_message: str
+    greylist_message: str
+    soft_reject_message: str
+    tempfail_message: str
+    quarantine_reason: str
+    spam_header: str
+    spam_header_value: str
+    remove_upstream_spam_header: bool
+
+    @classmethod
+    def defaults(cls) -> MilterSettings:
+        section, problems = validate(MILTER_SECTION, {})
+        assert not problems, problems
+        return cls.from_section(section)
 
     @classmethod
     def from_section(cls, section: Mapping[str, object]) -> MilterSettings:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from engine import Action, ScanResult
 from milterd.protocol import (
     Accept,
+    ActionFlag,
     AddHeader,
     ChangeHeader,
     Discard,
@@ -41,15 +42,40 @@ if TYPE_CHECKING:
 __all__ = ["fallback_actions", "verdict_actions"]
 
 _MAX_TEXT = 400
+_ALL_ACTIONS = ActionFlag(0x1FF)
+# The grant each edit needs at negotiation (SMFIF_*); decisions need none.
+_NEEDS = {
+    AddHeader: ActionFlag.ADDHDRS,
+    ChangeHeader: ActionFlag.CHGHDRS,
+    Quarantine: ActionFlag.QUARANTINE,
+}
 
 
 def verdict_actions(
-    result: ScanResult, settings: MilterSettings, header_counts: Mapping[str, int]
+    result: ScanResult,
+    settings: MilterSettings,
+    header_counts: Mapping[str, int],
+    granted: ActionFlag = _ALL_ACTIONS,
 ) -> list[MilterAction]:
     """The replies for one message's end-of-message, in the order they must be sent.
 
-    ``header_counts`` maps lower-cased header names to how many the MTA sent us.
+    ``header_counts`` maps lower-cased header names to how many the MTA sent us;
+    ``granted`` is what the MTA allowed at negotiation. Edits it did not allow are left
+    out (the verdict must still go through); a quarantine it did not allow becomes the
+    reject reply, so spam is never let through for want of a hold queue. A partial
+    result that is let through says so in the incomplete-scan header.
     """
+    actions = _rung_actions(result, settings, header_counts)
+    if result.partial and settings.incomplete_header and isinstance(actions[-1], Accept):
+        actions.insert(-1, AddHeader(settings.incomplete_header, "incomplete (partial)"))
+    if any(isinstance(a, Quarantine) for a in actions) and ActionFlag.QUARANTINE not in granted:
+        return [_reply(554, "5.7.1", settings.reject_message)]
+    return _within(actions, granted)
+
+
+def _rung_actions(
+    result: ScanResult, settings: MilterSettings, header_counts: Mapping[str, int]
+) -> list[MilterAction]:
     action = result.action
     smtp_message = result.messages.get("smtp_message")
     if action is Action.GREYLIST:
@@ -76,7 +102,9 @@ def verdict_actions(
     return edits
 
 
-def fallback_actions(settings: MilterSettings, reason: str) -> list[MilterAction]:
+def fallback_actions(
+    settings: MilterSettings, reason: str, granted: ActionFlag = _ALL_ACTIONS
+) -> list[MilterAction]:
     """What to answer when no verdict could be had: the configured safe action."""
     if settings.on_error == "tempfail":
         return [_reply(451, "4.7.1", settings.tempfail_message)]
@@ -84,7 +112,11 @@ def fallback_actions(settings: MilterSettings, reason: str) -> list[MilterAction
     if settings.incomplete_header:
         out.append(AddHeader(settings.incomplete_header, f"incomplete ({reason})"))
     out.append(Accept())
-    return out
+    return _within(out, granted)
+
+
+def _within(actions: list[MilterAction], granted: ActionFlag) -> list[MilterAction]:
+    return [a for a in actions if _NEEDS.get(type(a), ActionFlag.NONE) in granted]
 
 
 def _result_header_edits(

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 HEADERS = [("From", "alice@sender.test"), ("To", "bob@example.test"), ("Subject", "Hi")]
 BODY = b"Hello\r\n"
-SETTINGS = MilterSettings()
+SETTINGS = MilterSettings.defaults()
 MODULES = (Gtube, MilterHeaders)
 
 

@@ -104,7 +104,7 @@ class Sleepy(Module):
 
 #: A fixed module list: later built-in modules cannot change the verdicts pinned here.
 MODULES: tuple[type[Module], ...] = (Gtube, MilterHeaders, Sleepy)
-SETTINGS = MilterSettings()
+SETTINGS = MilterSettings.defaults()
 
 
 # -- engines ----------------------------------------------------------------------------------

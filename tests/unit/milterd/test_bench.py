@@ -148,7 +148,7 @@ async def test_milter_driver_against_a_daemon(tmp_path: Path, nursery: trio.Nurs
     engine = Engine.from_config(config, modules=modules)
     listeners = await nursery.start(
         lambda task_status: run_daemon(
-            engine, MilterSettings(), listen=["127.0.0.1:0"], task_status=task_status
+            engine, MilterSettings.defaults(), listen=["127.0.0.1:0"], task_status=task_status
         )
     )
     port = listeners[0].socket.getsockname()[1]

@@ -12,6 +12,7 @@ import pytest
 from engine import Action, ScanResult
 from milterd.protocol import (
     Accept,
+    ActionFlag,
     AddHeader,
     ChangeHeader,
     Discard,
@@ -21,7 +22,7 @@ from milterd.protocol import (
 from milterd.settings import MilterSettings
 from milterd.verdict import fallback_actions, verdict_actions
 
-DEFAULTS = MilterSettings()
+DEFAULTS = MilterSettings.defaults()
 RESULT_HEADER = ("X-Spamd-Result", "default: False [0.00 / 15.00]")
 
 
@@ -305,3 +306,46 @@ def test_fallback_tempfail_is_451() -> None:
     assert fallback_actions(replace(settings, tempfail_message="Down"), "timeout") == [
         ReplyCode(451, "4.7.1 Down")
     ]
+
+
+# -- what the MTA granted at negotiation ------------------------------------------------
+
+ADD_ONLY = ActionFlag.ADDHDRS
+
+
+def test_edits_the_mta_did_not_grant_are_left_out() -> None:
+    assert verdict_actions(result(Action.ADD_HEADER), DEFAULTS, {"x-spam": 1}, ADD_ONLY) == [
+        AddHeader(*RESULT_HEADER),
+        AddHeader("X-Spam", "Yes"),
+        Accept(),
+    ]
+
+
+def test_quarantine_without_the_grant_is_the_reject_reply() -> None:
+    quarantine = replace(DEFAULTS, reject_action="quarantine")
+    granted = ActionFlag.ADDHDRS | ActionFlag.CHGHDRS
+    assert verdict_actions(result(Action.REJECT), quarantine, {}, granted) == [
+        ReplyCode(554, "5.7.1 Spam message rejected")
+    ]
+
+
+def test_fallback_header_needs_the_grant() -> None:
+    assert fallback_actions(DEFAULTS, "error", ActionFlag.NONE) == [Accept()]
+
+
+# -- partial results ------------------------------------------------------------------
+
+
+def test_partial_result_let_through_says_so() -> None:
+    assert verdict_actions(result(Action.NO_ACTION, partial=True), DEFAULTS, {}) == [
+        AddHeader(*RESULT_HEADER),
+        AddHeader("X-Milterd-Scan", "incomplete (partial)"),
+        Accept(),
+    ]
+
+
+@pytest.mark.parametrize("reject_action", ["reject", "discard"])
+def test_partial_result_refused_carries_no_note(reject_action: str) -> None:
+    settings = replace(DEFAULTS, reject_action=reject_action)
+    actions = verdict_actions(result(Action.REJECT, partial=True), settings, {})
+    assert not any(isinstance(a, AddHeader) for a in actions)
