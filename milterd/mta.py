@@ -18,7 +18,6 @@ from engine.mime.headers import parse_header_block, split_message
 from milterd.protocol import (
     MAX_BODY_CHUNK,
     NEED_DATA,
-    NO_STEP_FLAG,
     Accept,
     ActionFlag,
     BodyChunk,
@@ -48,6 +47,7 @@ from milterd.protocol import (
     TempFail,
 )
 from milterd.protocol import Action as MilterAction
+from milterd.protocol.codec import COMMAND_OF
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -98,10 +98,10 @@ async def milter_exchange(
     negotiated = await _next_action(stream, conn)
     assert isinstance(negotiated, NegotiateReply)
     reply.negotiated = negotiated
-    skip = negotiated.protocol
+    steps = conn.negotiated
+    assert steps is not None
     for event in _events(headers, body, envelope):
-        command = _command_of(event)
-        if command is not None and command in NO_STEP_FLAG and skip & NO_STEP_FLAG[command]:
+        if not steps.sends(COMMAND_OF[type(event)]):
             continue
         await stream.send_all(conn.send(event))
         while conn.reply_owed is not None:
@@ -134,18 +134,6 @@ async def _next_action(stream: trio.abc.Stream, conn: MilterConnection) -> Milte
             raise trio.BrokenResourceError("the filter closed the connection without answering")
         assert isinstance(item, MilterAction), item
         return item
-
-
-def _command_of(event: Event) -> Command | None:
-    return {
-        Connect: Command.CONNECT,
-        Helo: Command.HELO,
-        MailFrom: Command.MAIL,
-        RcptTo: Command.RCPT,
-        Header: Command.HEADER,
-        EndOfHeaders: Command.EOH,
-        BodyChunk: Command.BODY,
-    }.get(type(event))
 
 
 def _events(headers: Sequence[tuple[str, str]], body: bytes, env: SmtpEnvelope) -> list[Event]:
