@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,8 +121,17 @@ class Engine:
         extra: Mapping[str, Section | TableOf] | None = None,
         environ: Mapping[str, str] | None = None,
         modules: Sequence[type[Module]] | None = None,
+        rules_dir: Path | None = None,
     ) -> Config:
-        return load_config(config_dir, cls.config_schema(extra, modules), environ=environ)
+        """Layer the shipped policy (``rules_dir``, default the shipped ``rules/``), then
+        ``config_dir``, then the environment, and validate against the whole schema."""
+        policy = shipped_dir("rules") if rules_dir is None else rules_dir
+        return load_config(
+            config_dir,
+            cls.config_schema(extra, modules),
+            environ=environ,
+            base_files=sorted(policy.glob("*.toml")),
+        )
 
     @classmethod
     def from_config(
@@ -131,12 +139,10 @@ class Engine:
         config: Config,
         *,
         modules: Sequence[type[Module]] | None = None,
-        rules_dir: Path | None = None,
     ) -> Engine:
         """Build and validate everything; raise ``ConfigError`` naming every problem.
 
-        ``modules`` (default: the built-in ones) and ``rules_dir`` (default: the shipped
-        ``rules/``) let tests build an engine from their own modules and rule data.
+        ``modules`` (default: the built-in ones) lets tests build an engine from their own.
         """
         problems: list[ConfigProblem] = []
         module_classes = BUILTIN_MODULES if modules is None else modules
@@ -144,7 +150,7 @@ class Engine:
         ctx = ModuleContext(
             config=config,
             data_dir=data_dir,
-            rules_dir=shipped_dir("rules") if rules_dir is None else rules_dir,
+            rules_dir=shipped_dir("rules"),
             maps_dir=shipped_dir("maps"),
             store=SqliteStore(data_dir / "milterd.sqlite"),
         )
@@ -166,7 +172,7 @@ class Engine:
                 registry.add_symbol(spec)
             for check_spec in module.checks():
                 registry.add_check(check_spec)
-        group_max = _groups(config, ctx.rules_dir, problems)
+        group_max = _groups(config)
         # Module symbols take their configured policy first, so composites see the
         # configured groups; then the composites' own symbols, then the leftovers are errors.
         _apply_symbol_policy(config, registry, problems, report_unknown=False)
@@ -284,23 +290,13 @@ def _resolve_data_dir(config: Config, problems: list[ConfigProblem]) -> Path:
     return fallback
 
 
-def _groups(config: Config, rules_dir: Path, problems: list[ConfigProblem]) -> dict[str, float]:
-    """Group caps: the shipped ``rules/groups.toml``, then ``[groups]`` from the config."""
+def _groups(config: Config) -> dict[str, float]:
+    """Group caps: the shipped ``rules/groups.toml`` layered under ``[groups]``."""
     caps: dict[str, float] = {}
-    shipped = rules_dir / "groups.toml"
-    if shipped.is_file():
-        with shipped.open("rb") as f:
-            for name, table in tomllib.load(f).get("groups", {}).items():
-                if isinstance(table.get("max_score"), int | float):
-                    caps[name] = float(table["max_score"])
     for name, table in config.section("groups").items():
         assert isinstance(table, dict)
-        if ("groups", name, "max_score") in config.sources or name not in caps:
-            value = table["max_score"]
-            if value is False:
-                caps.pop(name, None)
-            else:
-                caps[name] = float(value)
+        if table["max_score"] is not False:
+            caps[name] = float(table["max_score"])  # type: ignore[arg-type]
     return caps
 
 
@@ -337,12 +333,27 @@ def _composites(
         registry.add_symbol(spec)
         parsed.append((composite, table))
     known_groups = {s.group for s in registry.symbols.values()}
+    usable: list[Composite] = []
     for composite, _ in parsed:
         where = ("composites", composite.name, "expression")
         unknown = [f"symbol {r}" for r in sorted(composite.symbol_refs - set(registry.symbols))]
         unknown += [f"group {r}" for r in sorted(composite.group_refs - known_groups)]
+        if unknown and _is_shipped(config, ("composites", composite.name, "expression")):
+            # A shipped composite over a module the site switched off is not a typo of
+            # theirs: it stays out quietly (its symbol scores nothing).
+            log.debug("composite %s left out: %s unknown", composite.name, ", ".join(unknown))
+            continue
         problems.extend(config.problem(where, f"refers to unknown {what}") for what in unknown)
-    return _order_composites([c for c, _ in parsed], problems, config)
+        usable.append(composite)
+    return _order_composites(usable, problems, config)
+
+
+def _is_shipped(config: Config, path: tuple[str, ...]) -> bool:
+    source = Path(config.source_of(path))
+    try:
+        return source.resolve().is_relative_to(shipped_dir("rules").resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def _order_composites(

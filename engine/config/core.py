@@ -110,6 +110,25 @@ COMPOSITES = TableOf(
     "Composite symbols: [composites.NAME].",
 )
 
+RULES = TableOf(
+    Section(
+        {
+            "expression": Key(
+                (str,),
+                "",
+                "What the rule matches: regexp atoms, function atoms and operators "
+                "(see docs/writing-a-rule.md).",
+                required=True,
+            ),
+            "score": Key((float,), 0.0, "Weight of the symbol the rule inserts."),
+            "group": Key((str,), "rules", "Group of the symbol (for max_score and composites)."),
+            "description": Key((str,), "", "What it means, for the people reading headers."),
+            "enabled": Key((bool,), True, "false keeps the rule out of the engine."),
+        }
+    ),
+    "Regexp and expression rules: [rules.NAME]. Shipped ones are in rules/*.toml.",
+)
+
 LOGGING = Section(
     {
         "level": Key((str,), "info", choices=("debug", "info", "warning", "error")),
@@ -123,5 +142,6 @@ CORE_SECTIONS: dict[str, Section | TableOf] = {
     "symbols": SYMBOLS,
     "groups": GROUPS,
     "composites": COMPOSITES,
+    "rules": RULES,
     "logging": LOGGING,
 }

@@ -3,13 +3,14 @@
 Order, later wins:
 
 1. the schema defaults (shipped with the code; the single source of defaults);
-2. ``<config-dir>/milterd.toml``;
-3. ``<config-dir>/local.d/*.toml`` in name order, deep-merged: tables merge, lists and
-   scalars replace;
-4. ``<config-dir>/override.d/*.toml`` in name order: each table replaces the table of the
+2. the shipped policy files (``rules/*.toml``: rules, composites, groups), deep-merged;
+3. ``<config-dir>/milterd.toml``;
+4. ``<config-dir>/local.d/*.toml`` in name order, deep-merged: tables merge, lists and
+   scalars replace, except lists whose key says ``extend`` (those grow);
+5. ``<config-dir>/override.d/*.toml`` in name order: each table replaces the table of the
    same name (the first level of a file that sets plain keys);
-5. a few environment variables that containers need (``MILTERD_MILTER_LISTEN``,
-   ``MILTERD_DATA_DIR``).
+6. a few environment variables that containers need (``MILTERD_MILTER_LISTEN``,
+   ``MILTERD_DATA_DIR``, ``MILTERD_REDIS_URL``).
 
 A missing config directory means the defaults. Every value remembers the file that set it,
 so ``configdump --sources`` can say where it came from and an error can say where to look.
@@ -24,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.config.schema import Section, validate
+from engine.config.schema import Key, Section, TableOf, validate
 from engine.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = ["DEFAULT_SOURCE", "ENV_OVERRIDES", "Config", "load_config"]
 
@@ -36,6 +37,7 @@ DEFAULT_SOURCE = "(default)"
 ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "MILTERD_MILTER_LISTEN": ("milter", "listen"),
     "MILTERD_DATA_DIR": ("options", "data_dir"),
+    "MILTERD_REDIS_URL": ("redis", "url"),
 }
 
 KeyPath = tuple[str, ...]
@@ -75,20 +77,26 @@ def load_config(
     schema: Section,
     *,
     environ: Mapping[str, str] | None = None,
+    base_files: Sequence[Path] = (),
 ) -> Config:
-    """Read, layer and validate; raise ``ConfigError`` listing every problem found."""
+    """Read, layer and validate; raise ``ConfigError`` listing every problem found.
+
+    ``base_files`` are the shipped policy files, layered under the config directory.
+    """
     environ = os.environ if environ is None else environ
     raw: dict[str, object] = {}
     sources: dict[KeyPath, str] = {}
     problems: list[ConfigProblem] = []
+    for path in base_files:
+        _merge_file(path, raw, sources, problems, schema, replace=False)
     directory = Path(config_dir) if config_dir is not None else None
     if directory is not None and directory.is_dir():
         main = directory / "milterd.toml"
         if main.is_file():
-            _merge_file(main, raw, sources, problems, replace=False)
+            _merge_file(main, raw, sources, problems, schema, replace=False)
         for sub, replace in (("local.d", False), ("override.d", True)):
             for path in sorted((directory / sub).glob("*.toml")):
-                _merge_file(path, raw, sources, problems, replace=replace)
+                _merge_file(path, raw, sources, problems, schema, replace=replace)
     elif directory is not None and directory.exists():
         problems.append(ConfigProblem(str(directory), None, "", "is not a directory"))
     for variable, key_path in ENV_OVERRIDES.items():
@@ -109,6 +117,7 @@ def _merge_file(
     raw: dict[str, object],
     sources: dict[KeyPath, str],
     problems: list[ConfigProblem],
+    schema: Section,
     *,
     replace: bool,
 ) -> None:
@@ -132,7 +141,7 @@ def _merge_file(
     if replace:
         _replace(raw, data, sources, str(path), ())
     else:
-        _deep_merge(raw, data, sources, str(path), ())
+        _deep_merge(raw, data, sources, str(path), (), schema)
 
 
 def _deep_merge(
@@ -141,15 +150,34 @@ def _deep_merge(
     sources: dict[KeyPath, str],
     source: str,
     prefix: KeyPath,
+    schema: Section,
 ) -> None:
     for key, value in data.items():
         path = (*prefix, key)
         current = into.get(key)
         if isinstance(value, dict) and isinstance(current, dict):
-            _deep_merge(current, value, sources, source, path)
+            _deep_merge(current, value, sources, source, path, schema)
+            continue
+        spec = _spec_at(schema, path)
+        extends = isinstance(spec, Key) and spec.extend
+        if extends and isinstance(current, list) and isinstance(value, list):
+            into[key] = current + [_copy(v) for v in value if v not in current]
+            sources[path] = source
             continue
         into[key] = _copy(value)
         _record(sources, value, source, path)
+
+
+def _spec_at(schema: Section, path: KeyPath) -> Key | Section | TableOf | None:
+    node: Key | Section | TableOf | None = schema
+    for key in path:
+        if isinstance(node, TableOf):
+            node = node.item  # the user-chosen name selects one item
+            continue
+        if not isinstance(node, Section):
+            return None
+        node = node.keys.get(key)
+    return node
 
 
 def _replace(

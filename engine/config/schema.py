@@ -28,6 +28,9 @@ class Key:
     choices: tuple[object, ...] | None = None
     check: Callable[[object], str | None] | None = None
     required: bool = False
+    # A list that later layers extend instead of replace (e.g. trusted networks that
+    # local.d adds to); override.d still replaces it.
+    extend: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,8 +63,10 @@ def build_engine(
     """Load ``config_dir`` for exactly ``modules`` and build an engine from it."""
 
     def build(*modules: type[Module], rules: Path | None = None) -> Engine:
-        config = Engine.load_config(config_dir, environ=environ, modules=modules)
-        return Engine.from_config(config, modules=modules, rules_dir=rules or rules_dir)
+        config = Engine.load_config(
+            config_dir, environ=environ, modules=modules, rules_dir=rules or rules_dir
+        )
+        return Engine.from_config(config, modules=modules)
 
     return build
 

@@ -163,7 +163,7 @@ def test_group_caps_come_from_rules_then_config(
 ) -> None:
     (rules_dir / "groups.toml").write_text(
         "[groups.alpha]\nmax_score = 2.5\n\n[groups.beta]\nmax_score = 12\n\n"
-        '[groups.gamma]\nmax_score = 1.0\n\n[groups.odd]\nmax_score = "x"\n\n[groups.none]\n'
+        "[groups.gamma]\nmax_score = 1.0\n\n[groups.none]\n"
     )
     write_config(
         "milterd.toml",

@@ -3,6 +3,7 @@ that point at file, line and dotted key."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,7 +15,6 @@ from engine.modules.milter_headers import MilterHeaders
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
 MODULES = (Gtube, MilterHeaders)
 MILTER = Section({"listen": Key((str,), "inet:127.0.0.1:11332")})
@@ -25,7 +25,11 @@ def load(
     environ: dict[str, str] | None = None,
     extra: dict[str, Section] | None = None,
 ) -> Config:
-    return Engine.load_config(config_dir, extra, environ=environ or {}, modules=MODULES)
+    # These tests are about the config directory's layers: no shipped policy under them.
+    no_policy = (config_dir or Path("/nonexistent")) / "no-shipped-policy"
+    return Engine.load_config(
+        config_dir, extra, environ=environ or {}, modules=MODULES, rules_dir=no_policy
+    )
 
 
 def problems_of(config_dir: Path, environ: dict[str, str] | None = None) -> list[ConfigProblem]:
@@ -472,3 +476,31 @@ def test_env_override_below_a_scalar_in_a_file(
     write_config("milterd.toml", "milter = 5\n")
     config = load(config_dir, {"MILTERD_MILTER_LISTEN": "unix:/x"}, extra={"milter": MILTER})
     assert config.section("milter") == {"listen": "unix:/x"}
+
+
+def test_shipped_policy_lies_under_the_config_dir(
+    config_dir: Path, write_config: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    policy = tmp_path / "policy"
+    policy.mkdir()
+    shipped = policy / "groups.toml"
+    shipped.write_text('[groups.abc]\nmax_score = 3.0\ndescription = "shipped"\n')
+    local = write_config("local.d/groups.toml", "[groups.abc]\nmax_score = 5.0\n")
+    config = Engine.load_config(config_dir, environ={}, modules=MODULES, rules_dir=policy)
+    assert config.section("groups") == {"abc": {"max_score": 5.0, "description": "shipped"}}
+    assert config.source_of(("groups", "abc", "description")) == str(shipped)
+    assert config.source_of(("groups", "abc", "max_score")) == str(local)
+
+
+def test_a_list_key_marked_extend_grows_across_layers(
+    config_dir: Path, write_config: Callable[[str, str], Path]
+) -> None:
+    extra = {"nets": Section({"trusted": Key((list,), ["127.0.0.1"], extend=True)})}
+    write_config("milterd.toml", '[nets]\ntrusted = ["10.0.0.0/8"]\n')
+    write_config("local.d/nets.toml", '[nets]\ntrusted = ["192.0.2.0/24", "10.0.0.0/8"]\n')
+    assert load(config_dir, extra=extra).section("nets")["trusted"] == [
+        "10.0.0.0/8",
+        "192.0.2.0/24",
+    ]
+    write_config("override.d/nets.toml", '[nets]\ntrusted = ["::1"]\n')
+    assert load(config_dir, extra=extra).section("nets")["trusted"] == ["::1"]
