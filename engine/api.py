@@ -296,7 +296,7 @@ def _groups(config: Config) -> dict[str, float]:
     for name, table in config.section("groups").items():
         assert isinstance(table, dict)
         if table["max_score"] is not False:
-            caps[name] = float(table["max_score"])  # type: ignore[arg-type]
+            caps[name] = float(table["max_score"])
     return caps
 
 
