@@ -107,6 +107,17 @@ def _parser() -> argparse.ArgumentParser:
     from milterd.bench import add_arguments
 
     add_arguments(bench)
+    corpus = sub.add_parser(
+        "corpustest",
+        parents=[common],
+        help="score labelled ham and spam; report false positives, detection and ROC AUC",
+        description="Scan labelled ham and spam with the whole engine (and this config "
+        "directory) and report per class the actions, false positives and negatives, ROC "
+        "AUC and the symbols that fire most. --train-* first trains a throw-away store.",
+    )
+    from milterd.corpustest import add_arguments as corpus_arguments
+
+    corpus_arguments(corpus)
     return parser
 
 
@@ -131,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _configtest(config)
     if command == "configdump":
         return _configdump(config, args.section, args.sources)
+    if command == "corpustest":
+        from milterd.corpustest import run as corpustest
+
+        return corpustest(config, args)
     try:
         engine = Engine.from_config(config)
     except ConfigError as exc:
