@@ -5,13 +5,16 @@ network, envelope sender, recipients). The first attempt is recorded and refused
 451; a retry before ``timeout`` is refused again; a retry after it passes, and the rung
 falls back to no action. Real MTAs retry within minutes, most spam engines never do.
 Records expire after ``expire`` seconds. Without a client address (a file scanned from
-the command line) there is no triplet and the rung is reported as it is.
+the command line) there is no triplet and the rung is reported as it is. When the store
+cannot answer, the message passes: greylisting without memory would tempfail every retry
+until the sender gave up and bounced the mail.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -20,12 +23,15 @@ from engine.config.schema import Key, Section, at_least, between
 from engine.modules.base import Module, check
 from engine.pipeline.actions import Action
 from engine.pipeline.stages import Stage
+from engine.storage import StoreError
 from engine.symbols.spec import SymbolSpec
 
 if TYPE_CHECKING:
     from engine.task.task import Task
 
 __all__ = ["Greylist"]
+
+log = logging.getLogger(__name__)
 
 
 class Greylist(Module):
@@ -63,9 +69,16 @@ class Greylist(Module):
             return
         store = self.ctx.store
         now = time.time()
-        seen = await store.get(key)
+        try:
+            seen = await store.get(key)
+            if seen is None:
+                expire = float(self.settings["expire"])  # type: ignore[arg-type]
+                await store.set(key, struct.pack("!d", now), ttl=expire)
+        except StoreError as exc:
+            log.warning("greylist: store unavailable (%s); letting the message pass", exc)
+            task.force_action(Action.NO_ACTION, self.name)
+            return
         if seen is None:
-            await store.set(key, struct.pack("!d", now), ttl=float(self.settings["expire"]))  # type: ignore[arg-type]
             task.insert_result("GREYLIST_NEW")
             return
         waited = now - struct.unpack("!d", seen)[0]

@@ -91,3 +91,21 @@ async def test_without_a_client_address_the_rung_stands(tmp_path: Path) -> None:
         result = await engine.scan(ScanRequest(raw=MESSAGE))
     assert result.action is Action.GREYLIST
     assert "GREYLIST_NEW" not in result.symbols
+
+
+async def test_an_unreachable_store_lets_the_message_pass(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    # Port 9 (discard) on loopback: nothing listens, so every call fails at once.
+    (conf / "milterd.toml").write_text(
+        f'[options]\ndata_dir = "{tmp_path / "data"}"\n'
+        "[actions]\ngreylist = -100.0\n"
+        '[store]\nbackend = "redis"\n[redis]\nurl = "redis://127.0.0.1:9/0"\n'
+    )
+    engine = Engine.from_config(Engine.load_config(conf), modules=[Greylist])
+    async with engine:
+        result = await engine.scan(_request())
+    assert result.action is Action.NO_ACTION
+    assert "store unavailable" in caplog.text
