@@ -11,6 +11,7 @@ from engine.modules.hfilter import Hfilter
 from engine.modules.milter_headers import MilterHeaders
 from engine.modules.mime_types import MimeTypes
 from engine.modules.received import Received
+from engine.modules.regexp import Regexp
 
 BUILTIN_MODULES: tuple[type[Module], ...] = (
     Gtube,
@@ -19,6 +20,7 @@ BUILTIN_MODULES: tuple[type[Module], ...] = (
     MimeTypes,
     Received,
     Hfilter,
+    Regexp,
     MilterHeaders,
 )
 

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from engine.config.loader import Config
+    from engine.dns import Resolver
     from engine.storage import Store
 
 __all__ = ["Module", "ModuleContext", "check"]
@@ -49,6 +50,7 @@ class ModuleContext:
     rules_dir: Path
     maps_dir: Path
     store: Store
+    dns: Resolver
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,7 +82,9 @@ def check(
 class Module:
     name: ClassVar[str]
     description: ClassVar[str] = ""
-    symbols: ClassVar[tuple[SymbolSpec, ...]] = ()
+    # Usually fixed per class; a module whose symbols come from configuration (regexp
+    # rules) sets them per instance in ``setup``.
+    symbols: tuple[SymbolSpec, ...] = ()
     settings_schema: ClassVar[Section] = Section({})
 
     def __init__(self, ctx: ModuleContext, settings: Mapping[str, object]) -> None:

@@ -1,26 +1,43 @@
-"""Composite symbols: boolean expressions over other symbols and groups.
+"""Composite symbols: expressions over other symbols and groups, with a policy.
 
-Grammar (a subset of Rspamd's, extended in later releases of the rules engine)::
+Composites share the rule language's parser (``engine.rules.expression``; grammar in
+docs/writing-a-rule.md) and may use symbols (``SYMBOL``), groups (``g:group``, and
+``g+:group`` for symbols with a positive score only), numbers and every operator,
+``A + B + C >= 2`` included. Regexp and function atoms belong to rules and are refused.
 
-    expr  := term ('|' term)*
-    term  := unary ('&' unary)*
-    unary := '!' unary | '(' expr ')' | atom
-    atom  := SYMBOL | 'g:' GROUP | 'g+:' GROUP
+When a composite matches, its policy decides what happens to the atoms that made it
+true (negated atoms are never touched): ``remove_all`` drops them, ``remove_weight``
+keeps them at zero weight, ``remove_symbol`` hides them but keeps their score, ``leave``
+keeps them as they were (Rspamd's policies).
 
-``g:`` is true when any symbol of the group matched; ``g+:`` only counts symbols with a
-positive score. When a composite matches, its policy decides what happens to the atoms
-that made it true (negated atoms are never touched): ``remove_all`` drops them,
-``remove_weight`` keeps them at zero weight, ``remove_symbol`` hides them but keeps their
-score, ``leave`` keeps them as they were.
+Which atoms "made it true": in ``A & B`` both, when the ``&`` is true; in ``A | B`` every
+true operand, whichever is written first (so ``|`` is judged in full here: it would cost
+the same and change what the policy removes); in a comparison such as ``A + B >= 1``
+every true atom of the sum, when the comparison holds.
 """
 
 from __future__ import annotations
 
-import re
+import operator
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from engine.rules.errors import ExpressionError
+from engine.rules.expression import (
+    And,
+    Call,
+    Compare,
+    GroupRef,
+    Node,
+    Not,
+    Number,
+    Or,
+    Sum,
+    SymbolRef,
+    iter_atoms,
+    parse,
+)
 from engine.symbols.results import SymbolHit
 
 if TYPE_CHECKING:
@@ -31,8 +48,8 @@ if TYPE_CHECKING:
 __all__ = ["Composite", "CompositeError", "Policy", "evaluate_composites", "parse_expression"]
 
 
-class CompositeError(ValueError):
-    """A composite expression that does not parse or refers to nothing."""
+class CompositeError(ExpressionError):
+    """A composite expression that does not parse or uses what composites cannot."""
 
 
 class Policy(Enum):
@@ -42,164 +59,107 @@ class Policy(Enum):
     LEAVE = "leave"
 
 
-_TOKEN = re.compile(r"\s*(?:(g\+?:[A-Za-z0-9_.-]+)|([A-Z][A-Z0-9_]*)|([&|!()]))")
-
-
-@dataclass(slots=True, frozen=True)
-class _Atom:
-    name: str
-    group: bool = False
-    positive_only: bool = False
-
-
-@dataclass(slots=True, frozen=True)
-class _Not:
-    operand: _Node
-
-
-@dataclass(slots=True, frozen=True)
-class _And:
-    operands: tuple[_Node, ...]
-
-
-@dataclass(slots=True, frozen=True)
-class _Or:
-    operands: tuple[_Node, ...]
-
-
-_Node = _Atom | _Not | _And | _Or
-
-
 @dataclass(slots=True, frozen=True)
 class Composite:
     name: str
     expression: str
-    tree: _Node
+    tree: Node
     policy: Policy = Policy.REMOVE_ALL
 
     @property
     def symbol_refs(self) -> set[str]:
-        return {a.name for a in _atoms(self.tree) if not a.group}
+        return {a.name for a in iter_atoms(self.tree) if isinstance(a, SymbolRef)}
 
     @property
     def group_refs(self) -> set[str]:
-        return {a.name for a in _atoms(self.tree) if a.group}
+        return {a.name for a in iter_atoms(self.tree) if isinstance(a, GroupRef)}
 
 
-def parse_expression(text: str) -> _Node:
-    """Parse ``text``; a ``CompositeError`` names the (1-based) column where it went wrong."""
-    tokens: list[str] = []
-    columns: list[int] = []
-    pos = 0
-    while pos < len(text):
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            rest = text[pos:].lstrip()
-            if rest == "":
-                break
-            at = len(text) - len(rest)
-            raise CompositeError(f"unexpected {rest[:10]!r} at column {at + 1}")
-        tokens.append(match.group(match.lastindex or 0))
-        columns.append(match.start(match.lastindex or 0) + 1)
-        pos = match.end()
-    parser = _Parser(tokens, columns, len(text) + 1)
-    node = parser.expr()
-    if parser.pos != len(tokens):
-        raise parser.error(f"unexpected {tokens[parser.pos]!r}")
-    return node
+def parse_expression(text: str) -> Node:
+    """Parse a composite expression.
+
+    Raises:
+        CompositeError: it does not parse, or uses regexp or function atoms; the message
+            ends with the (1-based) column.
+    """
+    try:
+        tree = parse(text)
+    except ExpressionError as exc:
+        raise CompositeError(exc.message, exc.column) from None
+    for atom in iter_atoms(tree):
+        if isinstance(atom, Call):
+            raise CompositeError(
+                f"composites cannot call functions ({atom.name}()); use a rule", atom.column
+            )
+        if not isinstance(atom, SymbolRef | GroupRef | Number):
+            raise CompositeError("composites cannot use regexp atoms; use a rule", atom.column)
+    return tree
 
 
-class _Parser:
-    def __init__(self, tokens: list[str], columns: list[int], end: int) -> None:
-        self.tokens = tokens
-        self.columns = columns
-        self.end = end
-        self.pos = 0
-
-    def error(self, message: str) -> CompositeError:
-        at = self.columns[self.pos] if self.pos < len(self.columns) else self.end
-        return CompositeError(f"{message} at column {at}")
-
-    def _peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
-
-    def expr(self) -> _Node:
-        operands = [self.term()]
-        while self._peek() == "|":
-            self.pos += 1
-            operands.append(self.term())
-        return operands[0] if len(operands) == 1 else _Or(tuple(operands))
-
-    def term(self) -> _Node:
-        operands = [self.unary()]
-        while self._peek() == "&":
-            self.pos += 1
-            operands.append(self.unary())
-        return operands[0] if len(operands) == 1 else _And(tuple(operands))
-
-    def unary(self) -> _Node:
-        token = self._peek()
-        if token is None:
-            raise self.error("expression ends too early")
-        self.pos += 1
-        if token == "!":
-            return _Not(self.unary())
-        if token == "(":
-            node = self.expr()
-            if self._peek() != ")":
-                raise self.error("missing ')'")
-            self.pos += 1
-            return node
-        if token in ("&", "|", ")"):
-            self.pos -= 1
-            raise self.error(f"unexpected {token!r}")
-        if token.startswith("g+:"):
-            return _Atom(token[3:], group=True, positive_only=True)
-        if token.startswith("g:"):
-            return _Atom(token[2:], group=True)
-        return _Atom(token)
-
-
-def _atoms(node: _Node) -> list[_Atom]:
-    if isinstance(node, _Atom):
-        return [node]
-    if isinstance(node, _Not):
-        return _atoms(node.operand)
-    return [a for child in node.operands for a in _atoms(child)]
+def _group_members(
+    node: GroupRef, hits: Mapping[str, SymbolHit], specs: Mapping[str, SymbolSpec]
+) -> list[str]:
+    return [
+        n
+        for n, h in hits.items()
+        if specs[n].group == node.name and (not node.positive_only or specs[n].score * h.weight > 0)
+    ]
 
 
 def _eval(
-    node: _Node,
+    node: Node,
     hits: Mapping[str, SymbolHit],
     specs: Mapping[str, SymbolSpec],
     matched: set[str],
-) -> bool:
-    if isinstance(node, _Atom):
-        if not node.group:
-            if node.name in hits:
-                matched.add(node.name)
-                return True
-            return False
-        found = [
-            n
-            for n, h in hits.items()
-            if specs[n].group == node.name
-            and (not node.positive_only or specs[n].score * h.weight > 0)
-        ]
+) -> float:
+    """``node``'s value; the atoms that made it true are added to ``matched``."""
+    if isinstance(node, SymbolRef):
+        if node.name in hits:
+            matched.add(node.name)
+            return 1
+        return 0
+    if isinstance(node, GroupRef):
+        found = _group_members(node, hits, specs)
         matched.update(found)
-        return bool(found)
-    if isinstance(node, _Not):
-        return not _eval(node.operand, hits, specs, set())
-    if isinstance(node, _And):
+        return 1 if found else 0
+    if isinstance(node, Number):
+        return node.value
+    if isinstance(node, Not):
+        return 0 if _eval(node.operand, hits, specs, set()) else 1
+    if isinstance(node, And):
         local: set[str] = set()
         if all(_eval(child, hits, specs, local) for child in node.operands):
             matched.update(local)
-            return True
-        return False
-    # Every operand is judged (no short cut): with A | B both atoms that are true made the
-    # composite true, and the policy applies to both, whichever is written first.
-    results = [_eval(child, hits, specs, matched) for child in node.operands]
-    return any(results)
+            return 1
+        return 0
+    if isinstance(node, Or):
+        results = [_eval(child, hits, specs, matched) for child in node.operands]
+        return 1 if any(results) else 0
+    if isinstance(node, Sum):
+        local = set()
+        total = sum(
+            s * _eval(c, hits, specs, local) for c, s in zip(node.operands, node.signs, strict=True)
+        )
+        matched.update(local)
+        return total
+    assert isinstance(node, Compare)  # parse_expression refused everything else
+    local = set()
+    left = _eval(node.left, hits, specs, local)
+    right = _eval(node.right, hits, specs, local)
+    if _COMPARE[node.op](left, right):
+        matched.update(local)
+        return 1
+    return 0
+
+
+_COMPARE = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 def evaluate_composites(

@@ -91,14 +91,22 @@ def test_refs_separate_symbols_and_groups() -> None:
         ("A &", "expression ends too early at column 4"),
         ("A & & B", "unexpected '&' at column 5"),
         ("| A", "unexpected '|' at column 1"),
-        ("(A | B", "missing ')' at column 7"),
-        ("A & (B | C D)", "missing ')' at column 12"),
+        ("(A | B", "expected ')' at column 7"),
+        ("A & (B | C D)", "expected ')' at column 12"),
         ("A B", "unexpected 'B' at column 3"),
         ("A )", "unexpected ')' at column 3"),
         ("A & lower", "unexpected 'lower' at column 5"),
         ("A & g:", "unexpected 'g:' at column 5"),
-        ("A + B", "unexpected '+ B' at column 3"),
+        ("A + ", "expression ends too early at column 5"),
         ("A & 1B", "unexpected '1B' at column 5"),
+        ("A + B >= 1 >= 0", "comparisons do not chain; use '&' at column 12"),
+        (
+            "A & has_html_part()",
+            "composites cannot call functions (has_html_part()); use a rule at column 5",
+        ),
+        ("A & /viagra/i", "composites cannot use regexp atoms; use a rule at column 5"),
+        ("A | Subject=/x/", "composites cannot use regexp atoms; use a rule at column 5"),
+        ("A # B", "unexpected '# B' at column 3"),
     ],
 )
 def test_parse_errors_say_where(expression: str, message: str) -> None:
@@ -219,3 +227,60 @@ def test_composite_of_composites_sees_the_earlier_one() -> None:
     h = hits("A", "B", "D")
     evaluate_composites([composite("X2", "X1 & D"), composite("X1", "A & B")], h, SPECS)
     assert h == hits("D", "X1")
+
+
+# -- the shared language: keywords, numbers, sums, comparisons ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "present", "expected"),
+    [
+        ("A and B", ("A", "B"), True),
+        ("A && B", ("A",), False),
+        ("A or B", ("B",), True),
+        ("A || B", (), False),
+        ("not A", (), True),
+        ("A + B + D >= 2", ("A", "D"), True),
+        ("A + B + D >= 2", ("D",), False),
+        ("A + B + D == 3", ("A", "B", "D"), True),
+        ("A + B - D > 0", ("A", "D"), False),
+        ("A + B - D > 0", ("A", "B", "D"), True),
+        ("(A + B) * 1", (), None),
+        ("A + B != 1", ("A",), False),
+        ("A + B < 1", (), True),
+        ("A + B <= 1", ("B",), True),
+        ("!A + !B >= 2", (), True),
+        ("g:ga + g:gd >= 2", ("B", "D"), True),
+        ("1", (), True),
+        ("0 | A", (), False),
+    ],
+)
+def test_numbers_sums_and_comparisons(
+    expression: str, present: tuple[str, ...], expected: bool | None
+) -> None:
+    if expected is None:
+        with pytest.raises(CompositeError):
+            parse_expression(expression)
+        return
+    assert matches(expression, *present) is expected
+
+
+def test_a_true_comparison_consumes_the_true_atoms_of_its_sum() -> None:
+    h = hits("A", "B", "D")
+    evaluate_composites([composite("X1", "A + B + C >= 2")], h, SPECS)
+    assert h == hits("D", "X1")
+
+
+def test_a_false_comparison_consumes_nothing() -> None:
+    h = hits("A", "D")
+    evaluate_composites([composite("X1", "(A + B >= 2) | D")], h, SPECS)
+    assert h == hits("A", "X1")
+
+
+def test_composite_error_is_an_expression_error_with_a_column() -> None:
+    from engine.rules import ExpressionError
+
+    with pytest.raises(ExpressionError) as info:
+        parse_expression("A & (B")
+    assert info.value.column == 7
+    assert info.value.message == "expected ')'"
