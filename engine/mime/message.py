@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from engine.mime.headers import HeaderList, decode_rfc2047, parse_header_block, split_message
+from engine.mime.html import HtmlDocument, parse_html
 from engine.mime.parts import MimePart, parse_tree
-from engine.mime.text import TextPart, html_to_text
+from engine.mime.text import TextPart
+from engine.mime.urls import (
+    MAX_EMAILS,
+    Url,
+    collect,
+    emails_in_text,
+    mailto_address,
+    urls_in_html,
+    urls_in_text,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
 __all__ = ["ParsedMessage"]
 
@@ -89,14 +100,62 @@ class ParsedMessage:
 
     @cached_property
     def text_parts(self) -> list[TextPart]:
+        """The text/plain and text/html leaves that are not attachments, in order.
+
+        An HTML part's ``text`` is what a reader sees (``parse_html``): hidden and
+        low-contrast text is left out, and its ``html`` holds the rest of the analysis.
+        """
         out = []
         for part in self.leaves:
             if part.content_type not in ("text/plain", "text/html") or part.is_attachment:
                 continue
             source = part.text
-            text = html_to_text(source) if part.content_type == "text/html" else source
-            out.append(TextPart(part.content_type, text, source, part.charset))
+            if part.content_type == "text/html":
+                doc = parse_html(source)
+                out.append(TextPart(part.content_type, doc.text, source, part.charset, doc))
+            else:
+                out.append(TextPart(part.content_type, source, source, part.charset))
         return out
+
+    @cached_property
+    def html_documents(self) -> list[HtmlDocument]:
+        """One ``HtmlDocument`` per text/html part (attachments excluded), in order."""
+        return [p.html for p in self.text_parts if p.html is not None]
+
+    @cached_property
+    def urls(self) -> list[Url]:
+        """URLs in the text and HTML parts, first ``MAX_URLS`` distinct ones, in order.
+
+        ``str(url)`` is the normalised form the ``{url}`` regexp scope matches.
+        """
+        return collect(self._all_urls())
+
+    def _all_urls(self) -> Iterator[Url]:
+        for part in self.text_parts:
+            if part.html is not None:
+                yield from urls_in_html(part.html)
+            else:
+                yield from urls_in_text(part.text)
+
+    @cached_property
+    def emails(self) -> list[str]:
+        """Distinct e-mail addresses in the text parts and their mailto: links (the first
+        ``MAX_EMAILS``; at most ten times as many candidates are looked at).
+        """
+        found: dict[str, None] = {}
+        for address in itertools.islice(self._all_emails(), 10 * MAX_EMAILS):
+            found.setdefault(address, None)
+            if len(found) >= MAX_EMAILS:
+                break
+        return list(found)
+
+    def _all_emails(self) -> Iterator[str]:
+        for part in self.text_parts:
+            yield from emails_in_text(part.text)
+            for link in part.html.links if part.html is not None else ():
+                address = mailto_address(link.href)
+                if address is not None:
+                    yield address
 
     @cached_property
     def subject(self) -> str | None:
