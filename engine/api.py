@@ -16,6 +16,7 @@ import trio
 
 from engine.config import CORE_SECTIONS, DEFAULT_DATA_DIR, Config, Section, TableOf, load_config
 from engine.data import shipped_dir
+from engine.dns import DnsSettings, Resolver
 from engine.errors import ConfigError, ConfigProblem
 from engine.mime.message import ParsedMessage
 from engine.modules import BUILTIN_MODULES, Module, ModuleContext
@@ -23,7 +24,8 @@ from engine.pipeline.actions import Action, Thresholds
 from engine.pipeline.executor import MODULE_ERROR, MODULE_TIMEOUT, run_stage
 from engine.pipeline.stages import Stage
 from engine.result import ScanResult
-from engine.storage import SqliteStore, Store
+from engine.settings import build_settings
+from engine.storage import Store, open_store
 from engine.symbols import (
     Composite,
     CompositeError,
@@ -39,6 +41,8 @@ from engine.task import ScanRequest, Task
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from engine.settings import Profile, SettingsSelector
 
 __all__ = ["SCAN_TIMEOUT", "Engine"]
 
@@ -83,6 +87,7 @@ class Engine:
         thresholds: Thresholds,
         group_max: Mapping[str, float],
         store: Store,
+        settings: SettingsSelector | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -95,7 +100,14 @@ class Engine:
         self._task_timeout = float(options["task_timeout"])  # type: ignore[arg-type]
         self._check_timeout = float(options["check_timeout"])  # type: ignore[arg-type]
         self._subject_template = str(config.section("actions")["subject"])
-        self._stages = {stage: registry.checks_for(stage) for stage in Stage}
+        if settings is None:
+            problems: list[ConfigProblem] = []
+            settings = build_settings(config, registry, composites, thresholds, problems)
+            if problems:
+                raise ConfigError(problems)
+        # Per-message settings: chosen before the pre-filters, from the envelope or the
+        # request's settings_id; the default profile is the global configuration.
+        self.settings = settings
 
     # -- construction -----------------------------------------------------------------
 
@@ -147,12 +159,19 @@ class Engine:
         problems: list[ConfigProblem] = []
         module_classes = BUILTIN_MODULES if modules is None else modules
         data_dir = _resolve_data_dir(config, problems)
+        dns_settings, dns_problems = DnsSettings.from_section(config.section("dns"))
+        problems.extend(config.problem(("dns", key), message) for key, message in dns_problems)
+        try:
+            store = open_store(config, data_dir)
+        except ConfigError as exc:
+            raise ConfigError([*problems, *exc.problems]) from None
         ctx = ModuleContext(
             config=config,
             data_dir=data_dir,
             rules_dir=shipped_dir("rules"),
             maps_dir=shipped_dir("maps"),
-            store=SqliteStore(data_dir / "milterd.sqlite"),
+            store=store,
+            dns=Resolver.from_settings(dns_settings),
         )
         registry = SymbolRegistry()
         for spec in _ENGINE_SYMBOLS:
@@ -178,14 +197,22 @@ class Engine:
         _apply_symbol_policy(config, registry, problems, report_unknown=False)
         composites = _composites(config, registry, problems)
         _apply_symbol_policy(config, registry, problems, report_unknown=True)
-        if problems:
-            raise ConfigError(problems)
-        registry.validate()
+        if not problems:
+            # A module refused at setup leaves a hole in the check graph: its dependants'
+            # RegistryError would hide the configuration problem that caused it.
+            registry.validate()
         actions = config.section("actions")
         thresholds = Thresholds(
             {a: _threshold(actions[a.config_key]) for a in Action if a is not Action.NO_ACTION}
         )
-        return cls(config, registry, instances, composites, thresholds, group_max, ctx.store)
+        # Settings name symbols and groups, so they come last; their problems are reported
+        # with all the others, in one go.
+        selector = build_settings(config, registry, composites, thresholds, problems)
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            config, registry, instances, composites, thresholds, group_max, ctx.store, selector
+        )
 
     async def aclose(self) -> None:
         for module in self.modules:
@@ -212,36 +239,44 @@ class Engine:
             message = ParsedMessage.from_fields(
                 request.headers or (), request.body, truncated=request.body_truncated
             )
-        task = Task(request, message, self.registry.symbols)
-        stages = self._stages
+        profile = self.settings.select(request)
+        task = Task(
+            request,
+            message,
+            profile.symbols,
+            disabled=profile.disabled,
+            settings_id=profile.name,
+        )
+        stages = profile.stages
         timeout = self._check_timeout
         with trio.move_on_after(self._task_timeout) as deadline:
             await run_stage(Stage.PRE, stages[Stage.PRE], task, timeout)
             if task.pre_result is None:
                 await run_stage(Stage.FILTER, stages[Stage.FILTER], task, timeout)
                 await run_stage(Stage.CLASSIFY, stages[Stage.CLASSIFY], task, timeout)
-            if self.composites:
-                evaluate_composites(self.composites, task.hits, self.registry.symbols)
-            self._decide(task)
+            if profile.composites:
+                evaluate_composites(profile.composites, task.hits, profile.symbols)
+            self._decide(task, profile)
             if task.pre_result is None:
                 await run_stage(Stage.POST, stages[Stage.POST], task, timeout)
-                self._decide(task)
+                self._decide(task, profile)
         if deadline.cancelled_caught:
             log.warning("scan deadline of %.3gs passed; result is partial", self._task_timeout)
             task.partial = True
             task.insert_result(SCAN_TIMEOUT)
-            self._decide(task)
+            self._decide(task, profile)
         with trio.move_on_after(_IDEMPOTENT_BUDGET):
             await run_stage(Stage.IDEMPOTENT, stages[Stage.IDEMPOTENT], task, timeout)
-        return self._result(task, time.perf_counter() - started)
+        return self._result(task, profile, time.perf_counter() - started)
 
-    def _decide(self, task: Task) -> None:
-        task.score, task.scored = score_symbols(task.hits, self.registry.symbols, self.group_max)
-        task.required_score = self.thresholds.required_score
+    def _decide(self, task: Task, profile: Profile) -> None:
+        task.score, task.scored = score_symbols(task.hits, profile.symbols, self.group_max)
+        thresholds = profile.thresholds
+        task.required_score = thresholds.required_score
         decided = task.pre_result or task.forced
-        task.action = decided.action if decided else self.thresholds.action_for(task.score)
+        task.action = decided.action if decided else thresholds.action_for(task.score)
 
-    def _result(self, task: Task, elapsed: float) -> ScanResult:
+    def _result(self, task: Task, profile: Profile, elapsed: float) -> ScanResult:
         decided = task.pre_result or task.forced
         messages = dict(task.messages)
         if decided is not None and decided.message and "smtp_message" not in messages:
@@ -254,7 +289,7 @@ class Engine:
             action=task.action,
             score=task.score,
             required_score=task.required_score,
-            thresholds=self.thresholds.as_dict(),
+            thresholds=profile.thresholds.as_dict(),
             symbols=task.scored,
             message_id=message_id,
             messages=messages,
@@ -264,6 +299,7 @@ class Engine:
             forced=decided,
             partial=task.partial,
             time_real=elapsed,
+            settings_id=profile.name,
         )
 
 

@@ -20,7 +20,9 @@ class ScanResult:
 
     ``partial`` is true when the scan's deadline passed or a stage could not finish; the
     result then holds what did finish. ``subject`` is the rewritten Subject when the
-    action is rewrite subject.
+    action is rewrite subject. ``settings_id`` names the ``[settings.NAME]`` table that
+    applied (``None``: the global configuration); the JSON carries it only when set, so
+    the answer stays Rspamd's shape for clients that know nothing of it.
     """
 
     action: Action
@@ -36,6 +38,7 @@ class ScanResult:
     forced: ForcedAction | None = None
     partial: bool = False
     time_real: float = 0.0
+    settings_id: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """The ``/checkv2`` JSON object (Rspamd's field names and value shapes)."""
@@ -57,6 +60,8 @@ class ScanResult:
             out["passthrough_module"] = self.forced.module
         if self.partial:
             out["partial"] = True
+        if self.settings_id is not None:
+            out["settings_id"] = self.settings_id
         return out
 
     def _milter_json(self) -> dict[str, object]:

@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         parents=[common],
         help="serve the milter (127.0.0.1:11332 by default)",
-        description="Serve the milter protocol until SIGTERM/SIGINT, then drain.",
+        description="Serve the milter protocol until SIGTERM/SIGINT, then drain. "
+        "SIGHUP reloads the configuration (a refused one is logged and changes nothing).",
     )
     run.add_argument(
         "--listen",
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _report_config_error(exc)
     if command == "run":
-        return _run(engine, config, args.listen)
+        return _run(engine, config, args.listen, args.config_dir)
     if command == "scan":
         return trio.run(_scan_files, engine, args)
     from milterd.bench import run_bench
@@ -206,7 +207,8 @@ def _configdump(config: Config, section: str | None, sources: bool) -> int:
 def _dump_table(
     table: dict[str, object], path: tuple[str, ...], config: Config | None
 ) -> Iterator[str]:
-    scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+    # None is a key left unset ([settings.X] authenticated); TOML cannot say null.
+    scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
     tables = {k: v for k, v in table.items() if isinstance(v, dict)}
     if path and (scalars or not tables):
         yield f"\n[{'.'.join(path)}]"
@@ -221,12 +223,15 @@ def _dump_table(
         yield from _dump_table(value, (*path, key), config)
 
 
-def _run(engine: Engine, config: Config, listen: list[str] | None) -> int:
+def _run(engine: Engine, config: Config, listen: list[str] | None, config_dir: str) -> int:
     from milterd.daemon import run_daemon
+
+    def load_engine() -> Engine:  # what SIGHUP does: the same directory, read afresh
+        return Engine.from_config(Engine.load_config(config_dir, EXTRA_SECTIONS))
 
     settings = MilterSettings.from_section(config.section("milter"))
     try:
-        trio.run(lambda: run_daemon(engine, settings, listen=listen))
+        trio.run(lambda: run_daemon(engine, settings, listen=listen, load_engine=load_engine))
     except OSError as exc:
         print(f"milterd: cannot listen: {exc}", file=sys.stderr)
         return 1

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from engine import Engine
+    from milterd.session import EngineSlot
     from milterd.settings import MilterSettings
 
 __all__ = ["open_listeners", "serve_milter"]
@@ -86,13 +87,16 @@ def _peer_of(stream: trio.abc.Stream) -> str:
 
 async def serve_milter(
     listeners: list[trio.SocketListener],
-    engine: Engine,
+    engine: Engine | EngineSlot,
     settings: MilterSettings,
     *,
     handler_nursery: trio.Nursery,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Accept connections until cancelled; sessions run in ``handler_nursery``."""
+    """Accept connections until cancelled; sessions run in ``handler_nursery``.
+
+    Give the daemon's ``EngineSlot`` so that sessions take each message's engine from it.
+    """
 
     async def handle(stream: trio.abc.Stream) -> None:
         await MilterSession(stream, engine, settings, _peer_of(stream)).run()

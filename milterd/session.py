@@ -15,6 +15,9 @@ discipline; this driver owns the socket, the message being collected and the sca
 * At end of message the scan runs under ``scan_timeout``; a PROGRESS reply keeps Postfix
   waiting during a long scan. An engine failure or timeout gives the configured safe
   action, never a lost or bounced message.
+* The engine is taken from the ``EngineSlot`` per message, never per connection: after
+  a reload the next message on every open connection uses the new engine, while a
+  message being scanned finishes on the one it started with.
 * Garbage from the peer (``RemoteProtocolError``) closes this connection only, with a
   log line; the MTA then applies its own ``milter_default_action``.
 """
@@ -24,7 +27,8 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, final
 
 import trio
 
@@ -62,11 +66,13 @@ from milterd.protocol import (
 from milterd.verdict import fallback_actions, verdict_actions
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from engine import Engine
     from milterd.protocol import Action as MilterAction
     from milterd.settings import MilterSettings
 
-__all__ = ["WANTED_ACTIONS", "WANTED_PROTOCOL", "MilterSession"]
+__all__ = ["WANTED_ACTIONS", "WANTED_PROTOCOL", "EngineSlot", "MilterSession"]
 
 log = logging.getLogger(__name__)
 scan_log = logging.getLogger("milterd.scan")
@@ -101,14 +107,77 @@ _ids = itertools.count(1)
 _CONTINUE = Continue()
 
 
+@final
+class EngineSlot:
+    """The engine new messages are scanned with, and a count of the scans on each engine.
+
+    ``replace`` puts a new engine in the slot (a reload); ``wait_idle`` then tells when
+    the last scan still running on the old one has finished, so it can be closed.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._current = engine
+        # Keyed by id(): an engine need not be hashable, and one that is counted here is
+        # also referenced (current, or waited on by its retirement), so ids stay unique.
+        self._scans: dict[int, int] = {}
+        self._idle: dict[int, trio.Event] = {}
+
+    @property
+    def current(self) -> Engine:
+        return self._current
+
+    @contextmanager
+    def lease(self) -> Iterator[Engine]:
+        """The current engine, counted as busy until the block ends."""
+        engine = self._current
+        key = id(engine)
+        self._scans[key] = self._scans.get(key, 0) + 1
+        try:
+            yield engine
+        finally:
+            left = self._scans[key] - 1
+            if left:
+                self._scans[key] = left
+            else:
+                del self._scans[key]
+                idle = self._idle.pop(key, None)
+                if idle is not None:
+                    idle.set()
+
+    def replace(self, engine: Engine) -> Engine:
+        """Scan new messages with ``engine``; return the engine it replaces."""
+        old, self._current = self._current, engine
+        return old
+
+    def busy(self, engine: Engine) -> int:
+        """How many scans run on ``engine`` now."""
+        return self._scans.get(id(engine), 0)
+
+    async def wait_idle(self, engine: Engine) -> None:
+        """Return once no scan runs on ``engine`` (at once when none does)."""
+        key = id(engine)
+        if key not in self._scans:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._idle.setdefault(key, trio.Event()).wait()
+
+
 class MilterSession:
-    """Serve one MTA connection until it quits, closes or misbehaves."""
+    """Serve one MTA connection until it quits, closes or misbehaves.
+
+    ``engine`` is an ``EngineSlot`` (the daemon's, which a reload refills) or an engine
+    to use for every message.
+    """
 
     def __init__(
-        self, stream: trio.abc.Stream, engine: Engine, settings: MilterSettings, peer: str = ""
+        self,
+        stream: trio.abc.Stream,
+        engine: Engine | EngineSlot,
+        settings: MilterSettings,
+        peer: str = "",
     ) -> None:
         self.stream = stream
-        self.engine = engine
+        self.engines = engine if isinstance(engine, EngineSlot) else EngineSlot(engine)
         self.settings = settings
         self.peer = peer
         self.id = next(_ids)
@@ -257,7 +326,8 @@ class MilterSession:
         result: list[ScanResult] = []
 
         async def scan() -> None:
-            result.append(await self.engine.scan(request))
+            with self.engines.lease() as engine:
+                result.append(await engine.scan(request))
             nursery.cancel_scope.cancel()
 
         async with trio.open_nursery() as nursery:
@@ -314,7 +384,8 @@ class MilterSession:
         env = request.envelope
         symbols = ",".join(f"{s.name}({s.score:.2f})" for s in result.symbols.values())
         scan_log.info(
-            "qid=%s client=%s from=<%s> rcpts=%s score=%.2f/%.2f action=%s symbols=[%s] time=%.1fms",
+            "qid=%s client=%s from=<%s> rcpts=%s score=%.2f/%.2f action=%s%s symbols=[%s] "
+            "time=%.1fms",
             env.queue_id or "-",
             env.client_addr or "-",
             env.mail_from or "",
@@ -322,6 +393,7 @@ class MilterSession:
             result.score,
             result.required_score,
             result.action.value.replace(" ", "_"),
+            f" settings={result.settings_id}" if result.settings_id else "",
             symbols,
             elapsed * 1000,
         )

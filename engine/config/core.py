@@ -1,8 +1,11 @@
-"""The engine's own configuration sections: options, actions, symbols, groups, composites."""
+"""The engine's own configuration sections: options, actions, symbols, groups, composites,
+rules, settings."""
 
 from __future__ import annotations
 
 from engine.config.schema import Key, Section, TableOf, at_least
+from engine.dns.config import DNS_SECTION
+from engine.storage.config import REDIS, STORE
 
 __all__ = ["CORE_SECTIONS", "DEFAULT_DATA_DIR"]
 
@@ -129,6 +132,78 @@ RULES = TableOf(
     "Regexp and expression rules: [rules.NAME]. Shipped ones are in rules/*.toml.",
 )
 
+
+def _strings(value: object) -> str | None:
+    items = value if isinstance(value, list) else [value]
+    if all(isinstance(item, str) and item.strip() for item in items):
+        return None
+    return "must be a non-empty string or a list of them"
+
+
+def _string_list(default_doc: str) -> Key:
+    return Key((str, list), [], default_doc, check=_strings)
+
+
+# What a [settings.NAME] table matches is checked here for shape only; networks, regexes,
+# symbol and group names are checked by the engine (engine/settings.py), which knows them.
+SETTINGS = TableOf(
+    Section(
+        {
+            "priority": Key(
+                (int,),
+                0,
+                "Tables are tried highest priority first (then by name); the first that "
+                "matches applies, and no other.",
+            ),
+            "ip": _string_list(
+                "Client addresses or networks (CIDR, IPv4 or IPv6); any of them matches."
+            ),
+            "from": _string_list(
+                "Envelope senders: an address, `@domain`, `/regex/` or `<>` (the null "
+                "sender); any of them matches."
+            ),
+            "rcpt": _string_list(
+                "Envelope recipients, written as for `from`; matches when any recipient "
+                "matches any entry."
+            ),
+            "user": _string_list(
+                "SMTP AUTH login names (exactly, or `/regex/`); any of them matches."
+            ),
+            "authenticated": Key(
+                (bool,),
+                None,
+                "true: only mail from an SMTP-authenticated client; false: only mail from "
+                "an unauthenticated one; unset: either.",
+            ),
+            "symbols_enabled": _string_list(
+                "Only these symbols (and those of `groups_enabled`) are inserted; checks "
+                "that produce none of them do not run. Empty: all symbols."
+            ),
+            "symbols_disabled": _string_list(
+                "These symbols are never inserted; a check whose symbols are all disabled "
+                "does not run. Wins over the enabled lists."
+            ),
+            "groups_enabled": _string_list("Only the symbols of these groups, as above."),
+            "groups_disabled": _string_list("No symbol of these groups, as above."),
+            "actions": Key(
+                (dict,),
+                {},
+                "Thresholds replacing those of [actions] for this mail, per rung "
+                "(greylist, add_header, rewrite_subject, soft_reject, reject); false "
+                "switches a rung off.",
+            ),
+            "scores": Key(
+                (dict,),
+                {},
+                "Scores replacing the symbols' own for this mail: { SYMBOL = score }.",
+            ),
+        }
+    ),
+    "Per-message settings: [settings.NAME] chooses, by client address, envelope sender or "
+    "recipient or SMTP AUTH login (or by Settings-ID, the table's name), which symbols run "
+    "and which thresholds hold. A table with no condition applies only by Settings-ID.",
+)
+
 LOGGING = Section(
     {
         "level": Key((str,), "info", choices=("debug", "info", "warning", "error")),
@@ -143,5 +218,9 @@ CORE_SECTIONS: dict[str, Section | TableOf] = {
     "groups": GROUPS,
     "composites": COMPOSITES,
     "rules": RULES,
+    "settings": SETTINGS,
+    "store": STORE,
+    "redis": REDIS,
+    "dns": DNS_SECTION,
     "logging": LOGGING,
 }

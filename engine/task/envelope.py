@@ -42,7 +42,8 @@ class ScanRequest:
 
     Give either ``raw`` (the whole RFC 5322 message) or ``headers`` and ``body`` (as a
     milter receives them: header values without the leading space, folds as LF, body
-    with CRLF line ends).
+    with CRLF line ends). ``settings_id`` names a ``[settings.NAME]`` table to apply
+    instead of choosing one by the envelope (Rspamd's ``Settings-ID``).
     """
 
     envelope: Envelope = field(default_factory=Envelope)
@@ -51,6 +52,7 @@ class ScanRequest:
     body: bytes = b""
     body_truncated: bool = False
     log_tag: str | None = None
+    settings_id: str | None = None
 
     def __post_init__(self) -> None:
         if (self.raw is None) == (self.headers is None):

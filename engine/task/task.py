@@ -36,6 +36,10 @@ class Task:
 
     Checks read ``envelope`` and ``message`` and call ``insert_result``; the pipeline
     owns the rest. ``stash`` holds typed facts modules share.
+
+    ``symbols`` are the specs in force for this message and ``disabled`` the symbols its
+    settings switched off (``settings_id`` names those settings, ``None`` for the global
+    configuration): inserting a disabled symbol does nothing, so a check need not know.
     """
 
     def __init__(
@@ -43,6 +47,9 @@ class Task:
         request: ScanRequest,
         message: ParsedMessage,
         symbols: Mapping[str, SymbolSpec],
+        *,
+        disabled: frozenset[str] = frozenset(),
+        settings_id: str | None = None,
     ) -> None:
         self.request = request
         self.envelope: Envelope = request.envelope
@@ -58,17 +65,31 @@ class Task:
         self.required_score = 0.0
         self.action = Action.NO_ACTION
         self.scored: dict[str, ScoredSymbol] = {}
+        self.settings_id = settings_id
         self._symbols = symbols
+        self._disabled = disabled
+
+    @property
+    def symbols(self) -> Mapping[str, SymbolSpec]:
+        """Every declared symbol's spec as it holds for this message (scores included)."""
+        return self._symbols
+
+    def is_enabled(self, name: str) -> bool:
+        """Whether inserting ``name`` would count: lets a check skip work for a symbol
+        this message's settings switched off."""
+        return name in self._symbols and name not in self._disabled
 
     def insert_result(self, name: str, weight: float = 1.0, options: Iterable[str] = ()) -> None:
         """Record that ``name`` matched; options merge on repeated inserts.
 
-        A repeated insert keeps the strongest weight, or adds its weight when the symbol
-        is not ``one_shot``.
+        A disabled symbol (see the class docstring) is dropped. A repeated insert keeps the
+        strongest weight, or adds its weight when the symbol is not ``one_shot``.
         """
         spec = self._symbols.get(name)
         if spec is None:
             raise UnknownSymbolError(name)
+        if name in self._disabled:
+            return  # switched off by this message's settings: dropped without a word
         hit = self.hits.get(name)
         if hit is None:
             self.hits[name] = SymbolHit(name, weight, [str(o) for o in options])
