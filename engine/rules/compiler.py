@@ -151,7 +151,12 @@ class RuleSet:
         """Evaluate every rule on ``task``; never raises for broken mail."""
         scan = MessageScan(self, task)
         fired = scan.fired
+        disabled = task.disabled
         for name, run in self._run:
+            # A rule the message's settings switched off costs nothing: its scopes are
+            # never scanned unless another rule needs them.
+            if name in disabled:
+                continue
             try:
                 if run(scan):
                     fired.append(name)

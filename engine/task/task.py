@@ -74,6 +74,11 @@ class Task:
         """Every declared symbol's spec as it holds for this message (scores included)."""
         return self._symbols
 
+    @property
+    def disabled(self) -> frozenset[str]:
+        """The symbols this message's settings switched off."""
+        return self._disabled
+
     def is_enabled(self, name: str) -> bool:
         """Whether inserting ``name`` would count: lets a check skip work for a symbol
         this message's settings switched off."""

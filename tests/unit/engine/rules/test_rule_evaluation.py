@@ -8,14 +8,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from engine.mime.message import ParsedMessage
 from engine.rules import Scope, build_rules, registry
 from engine.rules.functions import RuleFunction
+from engine.task import ScanRequest, Task
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from engine.rules import RuleSet
-    from engine.task import Task
 
 HTML = (
     b"From: a@example.org\r\nSubject: Offer\r\nContent-Type: text/html\r\n\r\n"
@@ -239,3 +240,15 @@ def test_registry_function_is_frozen() -> None:
     assert isinstance(fn, RuleFunction)
     with pytest.raises(dataclasses.FrozenInstanceError):
         fn.cost = 3  # type: ignore[misc]
+
+
+def test_a_rule_switched_off_by_settings_costs_nothing(
+    compile_rules: Callable[..., RuleSet], backend: str
+) -> None:
+    rules = compile_rules({"R": "/Just/{raw_message}", "S": "Subject=/Hello/"}, backend)
+    raw = b"Subject: Hello\r\n\r\nJust a note.\r\n"
+    disabled = frozenset({"R"})
+    task = Task(ScanRequest(raw=raw), ParsedMessage.from_bytes(raw), {}, disabled=disabled)
+    scan = rules.evaluate(task)
+    assert scan.fired == ["S"]
+    assert scan.scanned == [Scope.HEADER]
