@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from engine import Engine, ScanRequest
+from engine.mime.dates import parse_date
 from engine.mime.headers import parse_header_block, split_message
 from engine.mime.received import Hop
 from engine.pipeline.actions import Action
@@ -131,6 +132,21 @@ def detection_at_fp(negatives: Sequence[float], positives: Sequence[float], rate
     return sum(1 for s in positives if s > bar) / len(positives)
 
 
+def received_at(raw: bytes) -> float | None:
+    """When the topmost Received header says the message arrived (corpus replays judge
+    dates as of then; otherwise every old message would be "in the past")."""
+    block, _, _ = split_message(raw)
+    top = parse_header_block(block, set()).get("received")
+    if top is None:
+        return None
+    date = Hop(top).fields.date
+    return parse_date(date) if date else None
+
+
+def _request(raw: bytes) -> ScanRequest:
+    return ScanRequest(envelope=envelope_from_received(raw), raw=raw, received_at=received_at(raw))
+
+
 def envelope_from_received(raw: bytes) -> Envelope:
     """The SMTP envelope the receiving MTA saw, as its Received header recorded it."""
     block, _, _ = split_message(raw)
@@ -208,7 +224,7 @@ async def evaluate(
         bar = progress(len(paths)) if progress else None
         for path in paths:
             raw = path.read_bytes()
-            request = ScanRequest(envelope=envelope_from_received(raw), raw=raw)
+            request = _request(raw)
             # Engine.learn arrives with the statistics (run() refuses --train-* before).
             if await engine.learn(request, is_spam=is_spam):  # type: ignore[attr-defined]
                 trained[is_spam] += 1
@@ -219,7 +235,7 @@ async def evaluate(
         bar = progress(len(paths)) if progress else None
         for path in paths:
             raw = path.read_bytes()
-            result = await engine.scan(ScanRequest(envelope=envelope_from_received(raw), raw=raw))
+            result = await engine.scan(_request(raw))
             into.add(result.action, _effective_score(result), list(result.symbols))
             if bar:
                 bar.step(label)

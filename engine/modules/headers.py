@@ -225,7 +225,8 @@ class Headers(Module):
         if when is None:
             task.insert_result("INVALID_DATE")
             return
-        ahead = when - self.clock()
+        now = task.request.received_at
+        ahead = when - (self.clock() if now is None else now)
         if ahead > self._future:
             task.insert_result("DATE_IN_FUTURE", options=[f"{int(ahead // 3600)}h"])
         elif -ahead > self._past:

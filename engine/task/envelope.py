@@ -53,6 +53,10 @@ class ScanRequest:
     body_truncated: bool = False
     log_tag: str | None = None
     settings_id: str | None = None
+    # When the MTA received the message (Unix time); None means now. A replay of stored
+    # mail (corpustest, re-scans) passes the original time so date checks judge it as of
+    # its arrival, not as of today.
+    received_at: float | None = None
 
     def __post_init__(self) -> None:
         if (self.raw is None) == (self.headers is None):

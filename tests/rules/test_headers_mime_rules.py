@@ -14,6 +14,7 @@ import pytest
 
 from engine import Engine, ScanRequest
 from engine.mime.dates import parse_date
+from engine.mime.message import ParsedMessage
 from engine.modules.headers import Headers
 from engine.modules.hfilter import Hfilter
 from engine.modules.mime_types import MimeTypes
@@ -207,3 +208,11 @@ async def test_truncated_milter_body_is_no_broken_structure(engine: Engine) -> N
     )
     result = await engine.scan(ScanRequest(headers=fields, body=body.encode(), body_truncated=True))
     assert "MIME_BROKEN_STRUCTURE" not in result.symbols
+
+
+async def test_a_replayed_message_is_judged_as_of_its_arrival(engine: Engine) -> None:
+    raw = (FIXTURES / "date_in_past.eml").read_bytes()
+    sent = parse_date(ParsedMessage.from_bytes(raw).headers.get("date") or "")
+    assert sent is not None
+    request = ScanRequest(raw=raw, received_at=sent + 60)
+    assert "DATE_IN_PAST" not in (await engine.scan(request)).symbols

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from engine.mime.dates import parse_date
 from milterd.cli import main
 from milterd.corpusplot import roc_points
-from milterd.corpustest import detection_at_fp, envelope_from_received, roc_auc
+from milterd.corpustest import detection_at_fp, envelope_from_received, received_at, roc_auc
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -115,3 +116,8 @@ def test_corpustest_text_report_and_plot(
     assert "ROC AUC: 1.0000" in out
     assert "symbols firing most on spam:" in out
     assert plot.read_text().lstrip().startswith("<?xml")
+
+
+def test_a_replayed_message_is_dated_by_its_arrival() -> None:
+    assert received_at(HAM) == parse_date("Mon, 15 Jan 2024 11:00:05 +0000")
+    assert received_at(b"Subject: no hops\n\nbody\n") is None
