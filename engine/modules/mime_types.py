@@ -118,9 +118,12 @@ class MimeTypes(Module):
             _G,
             "Text and HTML parts differ (word sets, Jaccard distance > 0.5)",
         ),
+        # Rspamd scores this 3.5; measured on the development corpus it fires on 1.6% of
+        # ham (old MUAs sending Latin-1 as undeclared 7bit) and with an unknown client name
+        # alone pushed such mail to add header. 2.0 keeps most of its spam value.
         SymbolSpec(
             "R_BAD_CTE_7BIT",
-            3.5,
+            2.0,
             _G,
             "Detects bad Content-Transfer-Encoding for text parts (8-bit bytes in 7bit); "
             "0.3 of the weight when an 8-bit charset is declared",
