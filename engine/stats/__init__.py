@@ -1,0 +1,31 @@
+"""Statistical classification: the OSB tokenizer, the Bayes math and the count backends."""
+
+from engine.stats.backend import MemoryStatBackend, StatBackend
+from engine.stats.classifier import (
+    BAYES_HAM,
+    BAYES_SPAM,
+    BayesParams,
+    Classification,
+    TokenInfluence,
+    bayes_symbol,
+    classify,
+    dynamic_weight,
+)
+from engine.stats.store_backend import StoreStatBackend
+from engine.stats.tokenizer import Tokenizer, TokenizerConfig
+
+__all__ = [
+    "BAYES_HAM",
+    "BAYES_SPAM",
+    "BayesParams",
+    "Classification",
+    "MemoryStatBackend",
+    "StatBackend",
+    "StoreStatBackend",
+    "TokenInfluence",
+    "Tokenizer",
+    "TokenizerConfig",
+    "bayes_symbol",
+    "classify",
+    "dynamic_weight",
+]
