@@ -188,6 +188,14 @@ class Engine:
                 continue
             instances.append(module)
             for spec in module.symbols:
+                if spec.name in registry.symbols:
+                    problems.append(
+                        config.problem(
+                            module.config_path(spec.name),
+                            f"symbol {spec.name} is already declared by another module",
+                        )
+                    )
+                    continue
                 registry.add_symbol(spec)
             for check_spec in module.checks():
                 registry.add_check(check_spec)

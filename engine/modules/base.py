@@ -101,6 +101,11 @@ class Module:
         keys.setdefault("enabled", Key((bool,), True, f"Run the {cls.name} module."))
         return Section(keys, cls.description)
 
+    def config_path(self, symbol: str) -> tuple[str, ...]:
+        """Where the configuration declares ``symbol``, for error messages: the module's
+        own section, unless its symbols come from elsewhere (rules)."""
+        return (self.name,)
+
     def checks(self) -> list[CheckSpec]:
         out = []
         for attr, fn in inspect.getmembers(type(self), callable):

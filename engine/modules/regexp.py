@@ -57,6 +57,9 @@ class Regexp(Module):
             for rule in self.ruleset.rules
         )
 
+    def config_path(self, symbol: str) -> tuple[str, ...]:
+        return ("rules", symbol)
+
     def checks(self) -> list[CheckSpec]:
         produces = tuple(rule.name for rule in self.ruleset.rules)
         return [dataclasses.replace(spec, produces=produces) for spec in super().checks()]

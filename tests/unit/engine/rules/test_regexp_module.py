@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from engine import ConfigError, Engine, ScanRequest
+from engine.modules.gtube import Gtube
 from engine.modules.regexp import Regexp
 from engine.task.envelope import Envelope
 
@@ -178,3 +179,16 @@ async def test_without_hyperscan_the_re_engine_runs_after_one_warning(
         await engine.aclose()
     warnings = [r for r in caplog.records if "hyperscan is not installed" in r.getMessage()]
     assert len(warnings) == 1
+
+
+def test_a_rule_named_like_a_module_symbol_is_refused_where_it_is_written(
+    build_engine: Build, write_config: Write, shipped: Path
+) -> None:
+    path = write_config(
+        "local.d/rules.toml", "[rules.GTUBE]\nexpression = 'header_exists(X-Foo)'\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        build_engine(Gtube, Regexp)
+    [problem] = info.value.problems
+    assert (problem.file, problem.line, problem.key) == (str(path), 1, "rules.GTUBE")
+    assert "already declared" in problem.message
