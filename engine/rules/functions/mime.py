@@ -60,6 +60,9 @@ _MEETING_HOSTS = re.compile(
 _URL = re.compile(r"https?://([^/\s\"'<>:?#\\]+)", re.I)
 _LINE_BREAK = re.compile(r"\r?\n")
 _CASED = re.compile(r"[^\W\d_]")
+_ASCII_LETTERS = re.compile(r"[A-Za-z]")
+_ASCII_LOWER = re.compile(r"[a-z]")
+_NO_ASCII_LOWER_LINE = re.compile(r"^[^a-z\r\n]*(?=\r?$)", re.M)
 
 
 @dataclass(slots=True, frozen=True)
@@ -572,12 +575,9 @@ def text_uppercase_ratio(task: Task, min_letters: int) -> float:
     """
     upper = cased = 0
     for part in task.message.text_parts:
-        for char in _CASED.findall(part.text[:200_000]):
-            if char.isupper():
-                upper += 1
-                cased += 1
-            elif char.islower():
-                cased += 1
+        part_upper, part_cased = _case_counts(part.text[:200_000])
+        upper += part_upper
+        cased += part_cased
     return upper / cased if cased >= min_letters else 0.0
 
 
@@ -586,8 +586,27 @@ def shouting_lines(task: Task, min_letters: int) -> int:
     """Lines of text written in capitals only, each with at least MIN_LETTERS letters."""
     count = 0
     for part in task.message.text_parts:
-        for line in _LINE_BREAK.split(part.text[:200_000]):
-            letters = _CASED.findall(line)
-            if len(letters) >= min_letters and not any(c.islower() for c in letters):
+        text = part.text[:200_000]
+        # Only lines without a lowercase letter can shout; on ASCII text a regex finds them
+        # without looking at every character in Python (most lines of most mail are out).
+        lines = _NO_ASCII_LOWER_LINE.findall(text) if text.isascii() else text.splitlines()
+        for line in lines:
+            upper, cased = _case_counts(line)
+            if cased >= min_letters and upper == cased:
                 count += 1
     return count
+
+
+def _case_counts(text: str) -> tuple[int, int]:
+    """(upper-case letters, cased letters) of ``text``; C-speed counting for ASCII."""
+    if text.isascii():
+        cased = len(_ASCII_LETTERS.findall(text))
+        return cased - len(_ASCII_LOWER.findall(text)), cased
+    upper = cased = 0
+    for char in _CASED.findall(text):
+        if char.isupper():
+            upper += 1
+            cased += 1
+        elif char.islower():
+            cased += 1
+    return upper, cased
