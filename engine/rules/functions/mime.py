@@ -591,6 +591,8 @@ def shouting_lines(task: Task, min_letters: int) -> int:
         # without looking at every character in Python (most lines of most mail are out).
         lines = _NO_ASCII_LOWER_LINE.findall(text) if text.isascii() else text.splitlines()
         for line in lines:
+            if len(line) < min_letters:
+                continue  # blank and short lines cannot hold enough letters
             upper, cased = _case_counts(line)
             if cased >= min_letters and upper == cased:
                 count += 1
