@@ -16,6 +16,10 @@ Header edits are only sent with a reply that lets the message through (an edit o
 rejected message is wasted work for the MTA). A module's ``smtp_message`` (GTUBE's
 "Gtube pattern", a rate limit's reason) replaces the configured text of a refusal.
 Deletions go from the highest index down: Postfix renumbers after each one.
+Authentication headers (``PREPENDED``) are inserted at the top of the message rather than
+appended: RFC 8601 §5 wants Authentication-Results above the trace fields, RFC 6376 §5.6
+a DKIM-Signature above older ones, and an ARC set goes on top as a unit (RFC 8617 §4.2).
+They are inserted in reverse, so they arrive in the order the result lists them.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from milterd.protocol import (
     AddHeader,
     ChangeHeader,
     Discard,
+    InsertHeader,
     Quarantine,
     ReplyCode,
 )
@@ -42,10 +47,20 @@ if TYPE_CHECKING:
 __all__ = ["fallback_actions", "verdict_actions"]
 
 _MAX_TEXT = 400
+PREPENDED = frozenset(
+    {
+        "authentication-results",
+        "dkim-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+    }
+)
 _ALL_ACTIONS = ActionFlag(0x1FF)
 # The grant each edit needs at negotiation (SMFIF_*); decisions need none.
 _NEEDS = {
     AddHeader: ActionFlag.ADDHDRS,
+    InsertHeader: ActionFlag.ADDHDRS,
     ChangeHeader: ActionFlag.CHGHDRS,
     Quarantine: ActionFlag.QUARANTINE,
 }
@@ -131,7 +146,14 @@ def _result_header_edits(
             edits.append(ChangeHeader(index, name, ""))
         elif index < 0 and present + index >= 0:
             edits.append(ChangeHeader(present + index + 1, name, ""))
-    edits.extend(AddHeader(name, value) for name, value in result.add_headers)
+    top = [(n, v) for n, v in result.add_headers if n.lower() in PREPENDED]
+    # Index 0 is above everything, Postfix's own Received: included (Postfix counts it).
+    edits.extend(InsertHeader(0, name, value) for name, value in reversed(top))
+    edits.extend(
+        AddHeader(name, value)
+        for name, value in result.add_headers
+        if name.lower() not in PREPENDED
+    )
     return edits
 
 
