@@ -9,6 +9,7 @@ REFUSED, timeout, network errors: temporary, never cached). See docs/dns.md.
 from engine.dns.answer import DnsAnswer, DnsStatus, MxRecord
 from engine.dns.cache import DnsCache
 from engine.dns.config import DNS_SECTION, DnsSettings, Nameserver, parse_nameserver
+from engine.dns.inflight import InFlight
 from engine.dns.resolver import Resolver, ResolverStats, reverse_name
 from engine.dns.upstream import NetworkUpstream, Upstream
 from engine.dns.zonedata import ZoneData, ZoneUpstream
@@ -19,6 +20,7 @@ __all__ = [
     "DnsCache",
     "DnsSettings",
     "DnsStatus",
+    "InFlight",
     "MxRecord",
     "Nameserver",
     "NetworkUpstream",

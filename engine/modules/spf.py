@@ -49,7 +49,7 @@ from dns.rdtypes.txtbase import TXTBase
 from engine.auth.results import SPF_RESULT, SpfIdentity, SpfResult, SpfVerdict
 from engine.auth.sender import LOCAL_NETWORKS, parse_networks, skip_reason
 from engine.config.schema import Key, Section, at_least, between
-from engine.dns.inflight import InFlight
+from engine.dns import InFlight
 from engine.mime import bare_address
 from engine.modules.base import Module, check
 from engine.symbols.spec import SymbolSpec
