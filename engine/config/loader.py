@@ -10,7 +10,7 @@ Order, later wins:
 5. ``<config-dir>/override.d/*.toml`` in name order: each table replaces the table of the
    same name (the first level of a file that sets plain keys);
 6. a few environment variables that containers need (``MILTERD_MILTER_LISTEN``,
-   ``MILTERD_DATA_DIR``, ``MILTERD_REDIS_URL``).
+   ``MILTERD_DATA_DIR``, ``MILTERD_REDIS_URL``, ``MILTERD_DNS_NAMESERVERS``).
 
 A missing config directory means the defaults. Every value remembers the file that set it,
 so ``configdump --sources`` can say where it came from and an error can say where to look.
@@ -38,6 +38,8 @@ ENV_OVERRIDES: Mapping[str, tuple[str, ...]] = {
     "MILTERD_MILTER_LISTEN": ("milter", "listen"),
     "MILTERD_DATA_DIR": ("options", "data_dir"),
     "MILTERD_REDIS_URL": ("redis", "url"),
+    # host:port list, commas or spaces between (a compose stack points it at its Unbound).
+    "MILTERD_DNS_NAMESERVERS": ("dns", "nameservers"),
 }
 
 KeyPath = tuple[str, ...]
@@ -102,7 +104,10 @@ def load_config(
     for variable, key_path in ENV_OVERRIDES.items():
         # Only for settings this schema has: the engine alone has no [milter] section.
         if variable in environ and _in_schema(schema, key_path):
-            _set_path(raw, key_path, environ[variable])
+            value: object = environ[variable]
+            if _is_list_key(schema, key_path):
+                value = [item for item in re.split(r"[,\s]+", str(value)) if item]
+            _set_path(raw, key_path, value)
             sources[key_path] = f"${variable}"
     data, found = validate(schema, raw)
     config = Config(data, sources, directory)
@@ -222,6 +227,11 @@ def _in_schema(schema: Section, path: KeyPath) -> bool:
             return False
         node = node.keys[key]
     return True
+
+
+def _is_list_key(schema: Section, path: KeyPath) -> bool:
+    spec = _spec_at(schema, path)
+    return isinstance(spec, Key) and list in spec.types
 
 
 def _set_path(raw: dict[str, object], path: KeyPath, value: object) -> None:

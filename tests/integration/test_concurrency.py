@@ -68,14 +68,17 @@ DEADLINE = 30.0  # seconds: a bound on each test, never a measurement
 
 
 @pytest.fixture
-async def milter_port(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterator[int]:
+async def milter_port(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, offline_dns: str
+) -> AsyncIterator[int]:
     """milterd serving on 127.0.0.1:<port>; after the test, no ERROR was logged."""
     config_dir = tmp_path / "etc"
     config_dir.mkdir()
     (config_dir / "milterd.toml").write_text(
         f'[options]\ngtube_patterns = "all"\ndata_dir = "{tmp_path / "data"}"\n'
     )
-    config = Engine.load_config(config_dir, {"milter": MILTER_SECTION}, environ={})
+    environ = {"MILTERD_DNS_NAMESERVERS": offline_dns}
+    config = Engine.load_config(config_dir, {"milter": MILTER_SECTION}, environ=environ)
     engine = Engine.from_config(config)
     settings = MilterSettings.from_section(config.section("milter"))
     async with engine, trio.open_nursery() as nursery:

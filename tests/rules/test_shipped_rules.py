@@ -61,7 +61,9 @@ SHIPPED = _shipped()
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Engine]]:
+def engines(
+    tmp_path_factory: pytest.TempPathFactory, offline_dns: str
+) -> Iterator[dict[str, Engine]]:
     built: dict[str, Engine] = {}
     for backend in BACKENDS:
         base = tmp_path_factory.mktemp(f"engine-{backend}")
@@ -70,7 +72,8 @@ def engines(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Engi
         (config_dir / "milterd.toml").write_text(
             f'[regexp]\nengine = "{backend}"\ncache_dir = "{HS_CACHE}"\n'
         )
-        config = Engine.load_config(config_dir, environ={"MILTERD_DATA_DIR": str(base / "data")})
+        environ = {"MILTERD_DATA_DIR": str(base / "data"), "MILTERD_DNS_NAMESERVERS": offline_dns}
+        config = Engine.load_config(config_dir, environ=environ)
         engine = Engine.from_config(config)
         assert NOW is not None
         for module in engine.modules:

@@ -504,3 +504,9 @@ def test_a_list_key_marked_extend_grows_across_layers(
     ]
     write_config("override.d/nets.toml", '[nets]\ntrusted = ["::1"]\n')
     assert load(config_dir, extra=extra).section("nets")["trusted"] == ["::1"]
+
+
+def test_dns_nameservers_from_the_environment_are_a_list(config_dir: Path) -> None:
+    config = load(config_dir, environ={"MILTERD_DNS_NAMESERVERS": "127.0.0.1:5301, [::1]:53"})
+    assert config.section("dns")["nameservers"] == ["127.0.0.1:5301", "[::1]:53"]
+    assert config.source_of(("dns", "nameservers")) == "$MILTERD_DNS_NAMESERVERS"
