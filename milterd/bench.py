@@ -8,6 +8,9 @@ Two modes, run by ``make bench``:
   its process tree from /proc, so only known with ``--spawn`` or ``--pid``); peak RSS is
   its VmHWM, reset before each run.
 * **in-process** (``--in-process``): the engine alone, no protocol, no sockets.
+* **http** (``--http``, with ``--spawn`` or ``--connect`` to the scan API): the same
+  messages and envelope as ``POST /checkv2``, one connection per message as ``rspamc``
+  and Exim do, so the figures stand next to the milter path's.
 
 Each mode runs ``--runs`` times (after one warm-up) and prints every run and the median.
 Without ``--corpus`` a generated corpus is used (plain, HTML, multipart with attachments,
@@ -32,6 +35,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from engine import Config, Engine, ScanRequest
+from milterd.client import ClientError, http_request
 from milterd.mta import SmtpEnvelope, milter_exchange, split_for_milter
 
 if TYPE_CHECKING:
@@ -61,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--connect", metavar="HOST:PORT", help="measure a running daemon")
     mode.add_argument("--in-process", action="store_true", help="measure the engine alone")
     parser.add_argument("--pid", type=int, help="with --connect: the daemon's pid, for CPU and RSS")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="drive the HTTP scan API (POST /checkv2) instead of the milter protocol",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
 
 
@@ -85,16 +94,18 @@ def run_bench(engine: Engine, config: Config, args: argparse.Namespace) -> int:
     if args.in_process:
         runs = [trio.run(_in_process, engine, messages) for _ in range(args.runs + 1)]
         return _report(runs[1:], args.json)
+    drive = _http_run if args.http else _milter_run
     if args.connect:
         host, _, port = args.connect.rpartition(":")
         runs = [
-            _milter_run(host.strip("[]"), int(port), args.pid, messages, args.concurrency)
+            drive(host.strip("[]"), int(port), args.pid, messages, args.concurrency)
             for _ in range(args.runs + 1)
         ]
         return _report(runs[1:], args.json)
-    with _spawned_daemon(config) as (port, pid):
+    with _spawned_daemon(config) as daemon:
+        port = daemon.http_port if args.http else daemon.port
         runs = [
-            _milter_run("127.0.0.1", port, pid, messages, args.concurrency)
+            drive("127.0.0.1", port, daemon.pid, messages, args.concurrency)
             for _ in range(args.runs + 1)
         ]
     return _report(runs[1:], args.json)
@@ -189,15 +200,15 @@ async def _drive(
 
 
 class _spawned_daemon:
-    """A daemon on a free loopback port with this config; stopped with SIGTERM on exit."""
+    """A daemon on free loopback ports (milter and scan API; no controller) with this
+    config; stopped with SIGTERM on exit."""
 
     def __init__(self, config: Config) -> None:
         self.config_dir = str(config.config_dir) if config.config_dir else "/nonexistent/milterd"
 
-    def __enter__(self) -> tuple[int, int]:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+    def __enter__(self) -> _spawned_daemon:
+        port, self.http_port = _free_port(), _free_port()
+        self.port = port
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -208,6 +219,10 @@ class _spawned_daemon:
                 self.config_dir,
                 "--listen",
                 f"127.0.0.1:{port}",
+                "--http-listen",
+                f"127.0.0.1:{self.http_port}",
+                "--controller-listen",
+                "off",
                 "--log-level",
                 "warning",
             ],
@@ -221,11 +236,72 @@ class _spawned_daemon:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the daemon did not start; see its log above") from None
                 time.sleep(0.05)
-        return port, self.proc.pid
+        self.pid = self.proc.pid
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=60)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- the HTTP path -----------------------------------------------------------------------
+
+
+def _http_run(
+    host: str, port: int, pid: int | None, messages: list[bytes], concurrency: int
+) -> RunFigures:
+    if pid is not None:
+        _reset_peak_rss(pid)
+    cpu_before = _tree_cpu(pid) if pid is not None else None
+    started = time.perf_counter()
+    latencies, errors = trio.run(_drive_http, f"{host}:{port}", messages, concurrency)
+    wall = time.perf_counter() - started
+    cpu = (_tree_cpu(pid) - cpu_before) if pid is not None and cpu_before is not None else None
+    rss = _peak_rss_mib(pid) if pid is not None else None
+    return _figures("http", len(messages), errors, wall, latencies, cpu, rss)
+
+
+async def _drive_http(
+    address: str, messages: list[bytes], concurrency: int
+) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(range(len(messages)))
+    env = SmtpEnvelope()
+    envelope = [
+        ("IP", env.client_addr),
+        ("Hostname", env.client_name),
+        ("Helo", env.helo),
+        ("From", env.mail_from),
+        *(("Rcpt", r) for r in env.rcpts),
+    ]
+
+    async def worker() -> None:
+        nonlocal errors
+        for index in queue:
+            headers = [*envelope, ("Queue-Id", f"B{index:08X}")]
+            t0 = time.perf_counter()
+            try:
+                with trio.fail_after(60):
+                    reply = await http_request(
+                        address, "POST", "/checkv2", headers=headers, body=messages[index]
+                    )
+                if reply.status != 200:
+                    errors += 1
+            except (ClientError, trio.TooSlowError):
+                errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(worker)
+    return latencies, errors
 
 
 def _tree_cpu(pid: int) -> float:

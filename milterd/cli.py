@@ -13,6 +13,7 @@ import trio
 
 from engine import Config, ConfigError, Engine, Envelope, ScanRequest, ScanResult
 from engine.config import DEFAULT_SOURCE, Key
+from milterd.http import CONTROLLER_SECTION, HTTP_SECTION, HttpSettings
 from milterd.settings import MILTER_SECTION, MilterSettings
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_CONFIG_DIR = "/etc/milterd"
-EXTRA_SECTIONS = {"milter": MILTER_SECTION}
+EXTRA_SECTIONS = {"milter": MILTER_SECTION, "http": HTTP_SECTION, "controller": CONTROLLER_SECTION}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,6 +62,15 @@ def _parser() -> argparse.ArgumentParser:
         type=_listen_arg,
         help="HOST:PORT, [IPv6]:PORT or unix:/path (repeatable; overrides [milter] listen)",
     )
+    for flag, section in (("--http-listen", "http"), ("--controller-listen", "controller")):
+        run.add_argument(
+            flag,
+            action="append",
+            metavar="ADDR",
+            type=_http_listen_arg,
+            help=f"as --listen, for the {'scan API' if section == 'http' else 'controller'} "
+            f"(overrides [{section}] listen; 'off' for none)",
+        )
 
     scan = sub.add_parser(
         "scan",
@@ -80,6 +90,40 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--hostname", help="client rDNS name to pretend")
     scan.add_argument("--from", dest="mail_from", help="envelope sender")
     scan.add_argument("--rcpt", action="append", default=[], help="envelope recipient (repeatable)")
+    scan.add_argument(
+        "--connect",
+        metavar="HOST:PORT",
+        type=_listen_arg,
+        help="scan with a running daemon's scan API (/checkv2) instead of in-process",
+    )
+    scan.add_argument("--timeout", type=float, default=60.0, help="with --connect: seconds")
+
+    pw = sub.add_parser(
+        "pw",
+        help="make a password hash for [controller] password / enable_password",
+        description="Ask for a password (twice) and print its scrypt hash, for "
+        "[controller] password or enable_password.",
+    )
+    pw.add_argument(
+        "--stdin", action="store_true", help="read the password from the first line of stdin"
+    )
+    from milterd.client import add_connection_arguments
+
+    stat = sub.add_parser(
+        "stat",
+        parents=[common],
+        help="a running daemon's statistics (controller /stat)",
+        description="Print what a running daemon scanned and learned since it started.",
+    )
+    add_connection_arguments(stat, "controller")
+    hist = sub.add_parser(
+        "history",
+        parents=[common],
+        help="a running daemon's recent scans (controller /history)",
+        description="Print a running daemon's recent scans, newest first.",
+    )
+    add_connection_arguments(hist, "controller")
+    hist.add_argument("--limit", type=int, default=20, help="rows (default 20)")
 
     sub.add_parser(
         "configtest",
@@ -119,6 +163,16 @@ def _parser() -> argparse.ArgumentParser:
     from milterd.corpustest import add_arguments as corpus_arguments
 
     corpus_arguments(corpus)
+    keygen = sub.add_parser(
+        "dkim-keygen",
+        help="make a DKIM key and print its DNS record",
+        description="Write a new DKIM private key as DIR/DOMAIN.SELECTOR.key (mode 0600; "
+        "never overwritten) and print the TXT record to publish at "
+        "SELECTOR._domainkey.DOMAIN.",
+    )
+    from milterd.dkim_keygen import add_arguments as keygen_arguments
+
+    keygen_arguments(keygen)
     return parser
 
 
@@ -131,8 +185,26 @@ def _listen_arg(value: str) -> str:
     return value
 
 
+def _http_listen_arg(value: str) -> str:
+    """An HTTP listen address, or ``off`` (only where a listener may be switched off)."""
+    if value == "off":
+        return value
+    from milterd.http.settings import check_listen
+
+    problem = check_listen(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "dkim-keygen":  # needs no configuration
+        from milterd.dkim_keygen import run as dkim_keygen
+
+        return dkim_keygen(args)
+    if args.command == "pw":
+        return _pw(args.stdin)
     try:
         config = Engine.load_config(args.config_dir, EXTRA_SECTIONS)
     except ConfigError as exc:
@@ -147,12 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from milterd.corpustest import run as corpustest
 
         return corpustest(config, args)
+    if command in ("stat", "history") or (command == "scan" and args.connect):
+        return _client(config, args)
     try:
         engine = Engine.from_config(config)
     except ConfigError as exc:
         return _report_config_error(exc)
     if command == "run":
-        return _run(engine, config, args.listen, args.config_dir)
+        return _run(engine, config, args)
     if command == "scan":
         return trio.run(_scan_files, engine, args)
     from milterd.bench import run_bench
@@ -223,19 +297,66 @@ def _dump_table(
         yield from _dump_table(value, (*path, key), config)
 
 
-def _run(engine: Engine, config: Config, listen: list[str] | None, config_dir: str) -> int:
+def _run(engine: Engine, config: Config, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from milterd.daemon import run_daemon
 
     def load_engine() -> Engine:  # what SIGHUP does: the same directory, read afresh
-        return Engine.from_config(Engine.load_config(config_dir, EXTRA_SECTIONS))
+        return Engine.from_config(Engine.load_config(args.config_dir, EXTRA_SECTIONS))
 
     settings = MilterSettings.from_section(config.section("milter"))
+    http = HttpSettings.from_config(config)
+    if args.http_listen:
+        http = replace(http, listen=_listen_override(args.http_listen))
+    if args.controller_listen:
+        controller = replace(http.controller, listen=_listen_override(args.controller_listen))
+        http = replace(http, controller=controller)
+    listen = args.listen
     try:
-        trio.run(lambda: run_daemon(engine, settings, listen=listen, load_engine=load_engine))
+        trio.run(
+            lambda: run_daemon(engine, settings, listen=listen, load_engine=load_engine, http=http)
+        )
     except OSError as exc:
         print(f"milterd: cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _listen_override(values: list[str]) -> tuple[str, ...]:
+    return () if "off" in values else tuple(values)
+
+
+def _pw(from_stdin: bool) -> int:
+    import getpass
+
+    from milterd.http import hash_password
+
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            print("milterd pw: the passwords differ", file=sys.stderr)
+            return 1
+    if not password:
+        print("milterd pw: an empty password is no password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def _client(config: Config, args: argparse.Namespace) -> int:
+    from milterd import client
+
+    if args.command == "scan":
+        files = [str(p) for p in iter_message_files(args.paths)]
+        return trio.run(client.scan_files, args, files)
+    if not args.connect:
+        args.connect = client.default_address(config, "controller", "127.0.0.1:11334")
+    if args.command == "stat":
+        return trio.run(client.stat, args)
+    return trio.run(client.history, args)
 
 
 def iter_message_files(paths: Sequence[str]) -> Iterator[Path]:

@@ -14,10 +14,16 @@ Theory of operation:
   of time cancels those scans, and the engine is closed all the same.
 * ``[milter]`` settings (listen addresses, replies, timeouts) belong to the sockets and
   sessions, not the engine: they change at restart, and a reload says so when they differ.
+* The HTTP scan API and the controller (``milterd.http``) serve from the same process and
+  the same ``EngineSlot``; a reload gives them new passwords, trusted networks and limits
+  at once, their listen addresses at the next restart. Their listeners are bound before
+  the milter's, so whoever sees the milter port open finds them open too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import signal
 from typing import TYPE_CHECKING
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from engine import ConfigError
+from milterd.http import HttpFrontend
 from milterd.server import open_listeners, serve_milter
 from milterd.session import EngineSlot
 
@@ -32,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from engine import Engine
+    from milterd.http import HttpSettings
     from milterd.settings import MilterSettings
 
 __all__ = ["DRAIN_SECONDS", "Daemon", "run_daemon"]
@@ -47,6 +55,8 @@ class Daemon:
 
     ``load_engine`` reads and validates the configuration and builds an engine from it
     (raising ``ConfigError`` when it is refused); a reload calls it in a worker thread.
+    ``http`` (None: no HTTP side) serves the scan API and the controller as well; their
+    bound listeners are ``self.http.scan_listeners`` and ``controller_listeners``.
     """
 
     def __init__(
@@ -56,8 +66,12 @@ class Daemon:
         *,
         load_engine: Callable[[], Engine] | None = None,
         drain_seconds: float = DRAIN_SECONDS,
+        http: HttpSettings | None = None,
     ) -> None:
         self.engines = EngineSlot(engine)
+        self.http = (
+            HttpFrontend(self.engines, http, reload=self.reload) if http is not None else None
+        )
         self.settings = settings
         self.drain_seconds = drain_seconds
         self._load_engine = load_engine
@@ -119,6 +133,8 @@ class Daemon:
             return False
         old = self.engines.replace(engine)
         _warn_about_restart_only_settings(old, engine)
+        if self.http is not None:
+            self.http.apply_config(engine.config)
         busy = self.engines.busy(old)
         if busy:
             log.info(
@@ -146,17 +162,50 @@ class Daemon:
         listen: Sequence[str] | None,
         task_status: trio.TaskStatus[list[trio.SocketListener]],
     ) -> None:
-        listeners = await open_listeners(listen or self.settings.listen, self.settings.socket_mode)
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        if self.http is not None:
+            await self.http.open()
+        try:
+            listeners = await open_listeners(
+                listen or self.settings.listen, self.settings.socket_mode
+            )
+        except BaseException:
+            if self.http is not None:
+                await self.http.close_listeners()  # bound above, never to be served
+            raise
+        async with trio.open_nursery() as services:
+            if self.http is not None:
+                services.start_soon(self.http.context.history.run)
+            try:
+                await self._serve_signals(listeners, task_status)
+            finally:
+                if self.http is not None:
+                    # The history writer drains what is queued, briefly, then stops.
+                    self.http.context.history.close()
+                    services.cancel_scope.deadline = trio.current_time() + _CLOSE_SECONDS
+
+    async def _serve_signals(
+        self,
+        listeners: list[trio.SocketListener],
+        task_status: trio.TaskStatus[list[trio.SocketListener]],
+    ) -> None:
+        with (
+            trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
+            self.http.context.errors.attached() if self.http else contextlib.nullcontext(),
+        ):
             async with trio.open_nursery() as handlers:
                 self._handlers = handlers
                 async with trio.open_nursery() as acceptors:
+                    if self.http is not None:
+                        await acceptors.start(
+                            functools.partial(self.http.serve, handler_nursery=handlers)
+                        )
                     await acceptors.start(
                         lambda task_status: serve_milter(
                             listeners,
                             self.engines,
                             self.settings,
                             handler_nursery=handlers,
+                            on_scanned=None if self.http is None else self.http.context.scanned,
                             task_status=task_status,
                         )
                     )
@@ -183,11 +232,15 @@ async def run_daemon(
     listen: Sequence[str] | None = None,
     drain_seconds: float = DRAIN_SECONDS,
     load_engine: Callable[[], Engine] | None = None,
+    http: HttpSettings | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """``Daemon(...).serve(listen)``: serve until SIGTERM or SIGINT; SIGHUP reloads with
-    ``load_engine`` (without one, SIGHUP only logs that it cannot)."""
-    daemon = Daemon(engine, settings, load_engine=load_engine, drain_seconds=drain_seconds)
+    ``load_engine`` (without one, SIGHUP only logs that it cannot). ``http`` adds the scan
+    API and the controller."""
+    daemon = Daemon(
+        engine, settings, load_engine=load_engine, drain_seconds=drain_seconds, http=http
+    )
     await daemon.serve(listen, task_status=task_status)
 
 
@@ -199,3 +252,9 @@ async def _close(engine: Engine) -> None:
 def _warn_about_restart_only_settings(old: Engine, new: Engine) -> None:
     if old.config.data.get("milter") != new.config.data.get("milter"):
         log.warning("reload: [milter] settings changed; they take effect at the next restart")
+    for section in ("http", "controller"):
+        before, after = old.config.data.get(section), new.config.data.get(section)
+        if not (isinstance(before, dict) and isinstance(after, dict)):
+            continue
+        if before.get("listen") != after.get("listen"):
+            log.warning("reload: [%s] listen changed; it takes effect at the next restart", section)

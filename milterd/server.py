@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from milterd.session import MilterSession
+from milterd.session import MilterSession, ScanObserver
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -91,15 +91,17 @@ async def serve_milter(
     settings: MilterSettings,
     *,
     handler_nursery: trio.Nursery,
+    on_scanned: ScanObserver | None = None,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Accept connections until cancelled; sessions run in ``handler_nursery``.
 
-    Give the daemon's ``EngineSlot`` so that sessions take each message's engine from it.
+    Give the daemon's ``EngineSlot`` so that sessions take each message's engine from it,
+    and ``on_scanned`` to count every scan (the controller's statistics).
     """
 
     async def handle(stream: trio.abc.Stream) -> None:
-        await MilterSession(stream, engine, settings, _peer_of(stream)).run()
+        await MilterSession(stream, engine, settings, _peer_of(stream), on_scanned).run()
 
     for listener in listeners:
         log.info("milter listening on %s", _describe(listener))

@@ -28,7 +28,7 @@ import itertools
 import logging
 import time
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Protocol, final
 
 import trio
 
@@ -162,6 +162,20 @@ class EngineSlot:
         await self._idle.setdefault(key, trio.Event()).wait()
 
 
+class ScanObserver(Protocol):
+    """Told of every finished scan (the controller's counters and history)."""
+
+    def __call__(
+        self,
+        request: ScanRequest,
+        result: ScanResult,
+        elapsed: float,
+        *,
+        size: int,
+        source: str,
+    ) -> None: ...
+
+
 class MilterSession:
     """Serve one MTA connection until it quits, closes or misbehaves.
 
@@ -175,11 +189,13 @@ class MilterSession:
         engine: Engine | EngineSlot,
         settings: MilterSettings,
         peer: str = "",
+        on_scanned: ScanObserver | None = None,
     ) -> None:
         self.stream = stream
         self.engines = engine if isinstance(engine, EngineSlot) else EngineSlot(engine)
         self.settings = settings
         self.peer = peer
+        self.on_scanned = on_scanned
         self.id = next(_ids)
         self.conn = MilterConnection(Role.FILTER, max_frame_size=settings.max_frame_size)
         self._connection_macros: dict[str, str] = {}
@@ -318,7 +334,11 @@ class MilterSession:
                 self.settings.on_error,
             )
             return fallback_actions(self.settings, reason, self._granted)
-        self._log_result(request, result, time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self._log_result(request, result, elapsed)
+        if self.on_scanned is not None:
+            # Statistics, history and metrics count milter scans like API scans.
+            self.on_scanned(request, result, elapsed, size=self._size, source="milter")
         return verdict_actions(result, self.settings, self._header_counts, self._granted)
 
     async def _scan_keeping_alive(self, request: ScanRequest) -> ScanResult:

@@ -196,6 +196,12 @@ class Milterd:
                     "--config-dir",
                     str(config_dir),
                     *listen,
+                    # The milter only: several daemons (and the HTTP tests) run at once, and
+                    # the scan API and controller default to fixed ports 11333/11334.
+                    "--http-listen",
+                    "off",
+                    "--controller-listen",
+                    "off",
                     "--log-level",
                     "info",
                 ],

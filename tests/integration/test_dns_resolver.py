@@ -381,7 +381,7 @@ def test_bad_nameservers_are_refused_with_file_and_line(
 ) -> None:
     (tmp_path / "milterd.toml").write_text(f"[dns]\ntimeout = 2.0\nnameservers = {value}\n")
     with pytest.raises(ConfigError) as info:
-        load_config(tmp_path, Section({"dns": DNS_SECTION}))
+        load_config(tmp_path, Section({"dns": DNS_SECTION}), environ={})
     (problem,) = info.value.problems
     assert (problem.key, problem.line) == ("dns.nameservers", 3)
     assert problem.file.endswith("milterd.toml")
@@ -404,7 +404,7 @@ def test_bad_dns_options_are_refused(tmp_path: Path, line: str, key: str, messag
     (tmp_path / "milterd.toml").write_text(f"[dns]\n{line}\n")
 
     def build() -> Resolver:
-        config = load_config(tmp_path, Section({"dns": DNS_SECTION}))
+        config = load_config(tmp_path, Section({"dns": DNS_SECTION}), environ={})
         return Resolver.from_config(config, resolv_conf=tmp_path / "resolv.conf")
 
     with pytest.raises(ConfigError) as info:
@@ -421,10 +421,10 @@ def test_default_nameservers_come_from_resolv_conf(tmp_path: Path) -> None:
         "# generated\nsearch example.test\nnameserver 10.0.0.53\nnameserver fe80::1\n"
         "nameserver bogus\noptions rotate\n"
     )
-    config = load_config(None, Section({"dns": DNS_SECTION}))
+    config = load_config(None, Section({"dns": DNS_SECTION}), environ={})
     settings = DnsSettings.from_config(config, resolv)
     assert settings.nameservers == (Nameserver("10.0.0.53"), Nameserver("fe80::1"))
     missing = DnsSettings.from_config(config, tmp_path / "absent")
     assert missing.nameservers == (Nameserver("127.0.0.1"),)
-    configured = load_config(tmp_path, Section({"dns": DNS_SECTION}))
+    configured = load_config(tmp_path, Section({"dns": DNS_SECTION}), environ={})
     assert configured.section("dns")["nameservers"] == []
