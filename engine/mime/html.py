@@ -22,6 +22,7 @@ stack never exceeds ``MAX_DEPTH`` (deeper elements are counted, not pushed).
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from dataclasses import dataclass, field
@@ -64,8 +65,11 @@ def _names(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-_WS = re.compile(r"[\s\u00a0]+")
-_BREAKS = re.compile(r" ?\x00[\x00 ]*")
+# A block boundary ("\x00", see _Parser.pieces) with the spaces around it: a run of two or
+# more is a paragraph break, one a line break. Two substitutions, not one with a Python
+# callback per boundary (a newsletter has thousands).
+_PARAGRAPH_BREAKS = re.compile(r" ?\x00 *\x00[\x00 ]*")
+_LINE_BREAKS = re.compile(r" ?\x00 *")
 _VOID = _names(
     "area base basefont bgsound br col embed frame hr image img input isindex keygen link "
     "meta param source spacer track wbr"
@@ -171,6 +175,22 @@ def parse_color(value: str) -> Rgb | None:
     return None
 
 
+def _collapse(text: str) -> str:
+    """Each run of white space (``str.isspace()``, which is what ``\\s`` matches) as one
+    space, ends included, split and joined in C: a regex substitution run by run cost a
+    sixth of the whole HTML analysis."""
+    words = text.split()
+    if not words:
+        return " " if text else ""
+    joined = " ".join(words)
+    if text[0].isspace():
+        joined = " " + joined
+    if text[-1].isspace():
+        joined += " "
+    return joined
+
+
+@functools.lru_cache(maxsize=1024)
 def _luminance(rgb: Rgb) -> float:
     """WCAG 2.1 relative luminance."""
     out = 0.0
@@ -322,14 +342,19 @@ class _OpenLink:
     has_image: bool = False
 
 
-def _attributes(text: str) -> dict[str, str]:
+def _attributes(text: str) -> tuple[dict[str, str], bool]:
+    """The attributes (first of each name wins) and whether a name starts with ``on``."""
     attrs: dict[str, str] = {}
+    handlers = False
     for name, double, single, bare in _ATTR.findall(text):
         value = double or single or bare
         if "&" in value:
             value = html.unescape(value)
-        attrs.setdefault(name.lower(), value)
-    return attrs
+        key = name.lower()
+        if key[:2] == "on":
+            handlers = True
+        attrs.setdefault(key, value)
+    return attrs, handlers
 
 
 def _hiding_declarations(style: str) -> tuple[int, Rgb | None, Rgb | None]:
@@ -425,28 +450,33 @@ class _Parser:
         self.event_handlers = 0
         self.hidden_classes: frozenset[str] = frozenset()
         self.link: _OpenLink | None = None
+        # Attribute text → (attributes, whether special_attributes must look at them).
+        self.parsed_attrs: dict[str, tuple[dict[str, str], bool]] = {}
 
     def feed(self, source: str) -> bool:
         """Tokenize ``source``; True when ``MAX_TAGS`` stopped the pass early."""
+        # Bound methods and spans in locals: this loop runs once per token, and a
+        # newsletter has thousands of them.
+        data, start_tag, end_tag = self.data, self.start_tag, self.end_tag
         last = 0
         for tokens, match in enumerate(_TOKEN.finditer(source)):
             if tokens >= MAX_TAGS:
                 return True
-            start = match.start()
+            start, end = match.span()
             if start > last:
-                self.data(source[last:start])
-            last = match.end()
+                data(source[last:start])
+            last = end
             raw, slash, name, attrs = match.group(1, 4, 5, 6)
             if name is not None:
                 if slash:
-                    self.end_tag(name.lower())
+                    end_tag(name.lower())
                 else:
-                    self.start_tag(name.lower(), attrs)
+                    start_tag(name.lower(), attrs)
             elif raw is not None:
                 self.raw_text(raw.lower(), match.group(2), match.group(3))
             # else: a comment, doctype, marked section or processing instruction
         if last < len(source):
-            self.data(source[last:])
+            data(source[last:])
         return False
 
     def raw_text(self, name: str, attrs: str, content: str) -> None:
@@ -464,7 +494,7 @@ class _Parser:
         if "\x00" in text:
             text = text.replace("\x00", "")
         if self.why_top:
-            length = len(_WS.sub("", text))
+            length = sum(map(len, text.split()))  # characters that are not white space
             self.invisible[self.why_top] += length
             self.invisible_blocks += length > 0
         else:
@@ -474,15 +504,24 @@ class _Parser:
                 self.unlinked_size += len(text)
 
     def start_tag(self, name: str, raw_attrs: str) -> None:
-        self.tag_counts[name] = self.tag_counts.get(name, 0) + 1
+        counts = self.tag_counts
+        counts[name] = counts.get(name, 0) + 1
         family = _SELF_CLOSING_FAMILY.get(name)
         if family is not None:
-            while self.tags[-1] in family:
+            tags = self.tags
+            while tags[-1] in family:
                 self.pop()
         attrs = _NO_ATTRS
         if raw_attrs and name in _ATTR_TAGS:
-            attrs = _attributes(raw_attrs)
-            if "data:" in raw_attrs.lower() or any(k[:2] == "on" for k in attrs):
+            # Newsletters repeat the same attribute text on tag after tag: parsed once
+            # (the dicts are never changed, so tags can share one).
+            parsed = self.parsed_attrs.get(raw_attrs)
+            if parsed is None:
+                attrs, handlers = _attributes(raw_attrs)
+                parsed = attrs, handlers or "data:" in raw_attrs.lower()
+                self.parsed_attrs[raw_attrs] = parsed
+            attrs, special = parsed
+            if special:
                 self.special_attributes(attrs)
             if name in _POINTING:
                 self.inspect_attributes(name, attrs)
@@ -551,7 +590,8 @@ class _Parser:
                 style = _Style(hidden, fg, bg, why)
         self.tags.append(name)
         self.styles.append(style)
-        self.open_counts[name] = self.open_counts.get(name, 0) + 1
+        open_counts = self.open_counts
+        open_counts[name] = open_counts.get(name, 0) + 1
         self.why_top = style.why
 
     def pop(self) -> str:
@@ -621,7 +661,7 @@ class _Parser:
         if len(self.links) >= MAX_ITEMS:
             return
         text = "".join(self.pieces[link.start :]).replace("\x00", " ")
-        text = _WS.sub(" ", text[:4096]).strip()
+        text = " ".join(text[:4096].split())
         self.links.append(HtmlLink(link.href, text, link.tag, link.has_image))
 
     def document(self, source_length: int, truncated: bool) -> HtmlDocument:
@@ -632,7 +672,9 @@ class _Parser:
         zero_width = len(_ZERO_WIDTH.findall(text))
         if zero_width:
             text = _ZERO_WIDTH.sub("", text)  # they split words for filters, not for readers
-        text = _BREAKS.sub(_break, _WS.sub(" ", text))
+        text = _collapse(text)
+        if "\x00" in text:
+            text = _LINE_BREAKS.sub("\n", _PARAGRAPH_BREAKS.sub("\n\n", text))
         return HtmlDocument(
             text=text.strip(),
             source_length=source_length,
@@ -655,12 +697,8 @@ class _Parser:
             zero_width_chars=zero_width,
             truncated=truncated,
             urls_in_attributes=tuple(self.attr_urls),
-            unlinked_text=_WS.sub(" ", "".join(self.unlinked)),
+            unlinked_text=_collapse("".join(self.unlinked)),
         )
-
-
-def _break(match: re.Match[str]) -> str:
-    return "\n\n" if match.group().count("\x00") > 1 else "\n"
 
 
 def _style_dimension(style: str, prop: str) -> int | None:

@@ -7,7 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from engine.mime.headers import HeaderList, decode_rfc2047, parse_header_block, split_message
-from engine.mime.html import HtmlDocument, parse_html
+from engine.mime.html import HtmlDocument, HtmlLink, parse_html
 from engine.mime.parts import MimePart, parse_tree
 from engine.mime.text import TextPart
 from engine.mime.urls import (
@@ -15,6 +15,7 @@ from engine.mime.urls import (
     Url,
     collect,
     emails_in_text,
+    link_url,
     mailto_address,
     urls_in_html,
     urls_in_text,
@@ -131,11 +132,31 @@ class ParsedMessage:
         return collect(self._all_urls())
 
     def _all_urls(self) -> Iterator[Url]:
+        links = iter(self.link_urls)
         for part in self.text_parts:
             if part.html is not None:
-                yield from urls_in_html(part.html)
+                yield from urls_in_html(part.html, next(links))
             else:
                 yield from urls_in_text(part.text)
+
+    @cached_property
+    def link_urls(self) -> list[list[Url | None]]:
+        """For each of ``html_documents``, each of its links' URL (None: no network URL),
+        parsed once for ``urls`` and ``anchors`` alike."""
+        return [
+            [link_url(link, doc.base_href) for link in doc.links] for doc in self.html_documents
+        ]
+
+    @cached_property
+    def anchors(self) -> list[tuple[HtmlLink, Url]]:
+        """Each ``<a href>`` of the HTML parts that holds a network URL, with that URL
+        (resolved against its part's ``<base href>``; the anchor text is ``link.text``)."""
+        return [
+            (link, url)
+            for doc, urls in zip(self.html_documents, self.link_urls, strict=True)
+            for link, url in zip(doc.links, urls, strict=True)
+            if link.tag == "a" and url is not None
+        ]
 
     @cached_property
     def emails(self) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import enum
+import functools
 import ipaddress
 import itertools
 import re
@@ -29,9 +30,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Sequence
 
-    from engine.mime.html import HtmlDocument
+    from engine.mime.html import HtmlDocument, HtmlLink
 
 __all__ = [
     "MAX_EMAILS",
@@ -40,6 +41,7 @@ __all__ = [
     "UrlSource",
     "collect",
     "emails_in_text",
+    "link_url",
     "mailto_address",
     "parse_ipv4",
     "parse_url",
@@ -59,6 +61,7 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ftp": 21}
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]{0,30}):")
 _STRIP = "".join(map(chr, range(0x21)))  # C0 controls and space, trimmed at both ends
 _TAB_NEWLINE = re.compile(r"[\t\r\n]")
+_AUTHORITY_END = re.compile(r"[/\\?#]")
 _ZERO_WIDTH = re.compile("[\u200b-\u200f\u2060\ufeff\u00ad\u202a-\u202e]")
 _HOST_CHARS = re.compile(r"^[\w.-]+$")  # \w is Unicode: letters of any script, digits, _
 _DOTS = re.compile("[\u3002\uff0e\uff61]")  # ideographic and full-width full stops
@@ -67,6 +70,8 @@ _DOTS = re.compile("[\u3002\uff0e\uff61]")  # ideographic and full-width full st
 _TEXT_URL = re.compile(
     r"(?:\b(?:https?|ftp)://|\bwww\d{0,3}\.)[^\s<>\"'`{}|\\^\[\]\x00-\x1f]{1,8192}", re.I
 )
+# Where a bare URL can start (see _text_urls); "w" has no case-folding look-alike.
+_URL_HINT = re.compile(r"://|[wW][wW][wW]")
 _TRAILING = ".,;:!?'\"*_-\u2019\u201d\u00bb\u2026"
 _EMAIL = re.compile(
     r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
@@ -258,10 +263,27 @@ def parse_url(
         text: the anchor text, for links.
         base: the document's ``<base href>``, against which relative links resolve.
     """
+    # The same links come back within a message (a logo and a button to one page) and
+    # across messages (a list's footer, a tracker): on the development corpus, 55 % of the
+    # calls had been made before. A Url is immutable, so equal calls can share one; only
+    # short ones are kept, so that the cache stays small whatever the mail.
+    if len(raw) + len(text or "") + len(base or "") > _CACHED_URL_CHARS:
+        return _parse_url(raw, source, text, base)
+    return _parse_url_cached(raw, source, text, base)
+
+
+_CACHED_URL_CHARS: Final = 512
+
+
+def _parse_url(raw: str, source: UrlSource, text: str | None, base: str | None) -> Url | None:
     raw = raw[:MAX_URL_LENGTH].strip(_STRIP)
-    zero_width = _ZERO_WIDTH.search(raw) is not None
-    # Browsers drop tabs and newlines anywhere in a URL (WHATWG URL §4.4 step 3).
-    cleaned = _ZERO_WIDTH.sub("", _TAB_NEWLINE.sub("", raw))
+    # Browsers drop tabs and newlines anywhere in a URL (WHATWG URL §4.4 step 3). The
+    # zero-width characters are not ASCII, and most URLs are: their tests are skipped.
+    cleaned = _TAB_NEWLINE.sub("", raw) if "\t" in raw or "\n" in raw or "\r" in raw else raw
+    zero_width = False
+    if not raw.isascii():
+        zero_width = _ZERO_WIDTH.search(raw) is not None
+        cleaned = _ZERO_WIDTH.sub("", cleaned)
     found = _absolute(cleaned, base)
     scheme_match = _SCHEME.match(found[0]) if found else None
     if found is None or scheme_match is None:
@@ -275,7 +297,8 @@ def parse_url(
     rest = rest[slashes:]
     if scheme == "file" and slashes != 2:
         rest = "/" + rest  # file:///C:/x has an empty host; the rest is the path
-    end = min((i for i in map(rest.find, "/\\?#") if i >= 0), default=len(rest))
+    stop = _AUTHORITY_END.search(rest)
+    end = len(rest) if stop is None else stop.start()
     userinfo, host, port_text, several_at = _split_authority(rest[:end])
     if "%" in host:
         host = urllib.parse.unquote(host, errors="replace")
@@ -303,6 +326,9 @@ def parse_url(
         zero_width=zero_width,
         raw=raw,
     )
+
+
+_parse_url_cached = functools.lru_cache(maxsize=4096)(_parse_url)
 
 
 def _host(host: str, scheme: str) -> tuple[str, str | None, bool] | None:
@@ -364,9 +390,46 @@ def _trim(candidate: str) -> str:
 
 def url_spans(text: str) -> Iterator[tuple[int, int, str]]:
     """(start, end, candidate) of each bare URL in ``text``, trailing punctuation trimmed."""
-    for match in _TEXT_URL.finditer(text):
+    for match in _text_urls(text):
         candidate = _trim(match.group())
         yield match.start(), match.start() + len(candidate), candidate
+
+
+def _text_urls(text: str) -> Iterator[re.Match[str]]:
+    """What ``_TEXT_URL.finditer(text)`` finds, found faster.
+
+    Every match starts 3 to 5 characters before a ``://`` (ftp, http, https) or at a
+    ``www``, so the pattern is tried only there, in order, each start after the previous
+    match: the same matches as trying every position, which cost several times more.
+    (A match at a ``www`` follows no letter or digit, so no earlier hint can overlap it;
+    extra starts are harmless, the pattern itself decides.)
+    """
+    starts: set[int] = set()
+    if text.isascii():  # str.find runs faster than a regex, and lower() keeps positions
+        at = text.find("://")
+        while at >= 0:
+            starts.update(s for s in (at - 5, at - 4, at - 3) if s >= 0)
+            at = text.find("://", at + 3)
+        low = text.lower()
+        at = low.find("www")
+        while at >= 0:
+            starts.add(at)
+            at = low.find("www", at + 3)
+    else:
+        for hint in _URL_HINT.finditer(text):
+            at = hint.start()
+            if hint.group() == "://":
+                starts.update(s for s in (at - 5, at - 4, at - 3) if s >= 0)
+            else:
+                starts.add(at)
+    end = 0
+    for start in sorted(starts):
+        if start < end:
+            continue
+        match = _TEXT_URL.match(text, start)
+        if match is not None:
+            end = match.end()
+            yield match
 
 
 def urls_in_text(text: str, source: UrlSource = UrlSource.TEXT) -> Iterator[Url]:
@@ -409,16 +472,23 @@ def mailto_address(href: str) -> str | None:
     return f"{local}@{domain.lower()}"
 
 
-def urls_in_html(doc: HtmlDocument) -> Iterator[Url]:
+def link_url(link: HtmlLink, base: str | None) -> Url | None:
+    """The URL of an ``<a href>`` (with its anchor text) or ``<area href>``, or None."""
+    if link.tag == "a":
+        return parse_url(link.href, UrlSource.HREF, link.text, base)
+    return parse_url(link.href, UrlSource.AREA, None, base)
+
+
+def urls_in_html(doc: HtmlDocument, link_urls: Sequence[Url | None] | None = None) -> Iterator[Url]:
     """Every network URL an HTML part holds, links first (with their anchor text).
 
     Bare URLs in the visible text are taken only from outside the links: a link that
-    shows its own address is one URL, not two.
+    shows its own address is one URL, not two. ``link_urls``: the links' URLs when the
+    caller has parsed them already (``link_url`` of each of ``doc.links``).
     """
     base = doc.base_href
-    for link in doc.links:
-        source = UrlSource.HREF if link.tag == "a" else UrlSource.AREA
-        url = parse_url(link.href, source, link.text if link.tag == "a" else None, base)
+    links = link_urls if link_urls is not None else (link_url(k, base) for k in doc.links)
+    for url in links:
         if url is not None:
             yield url
     for image in doc.images:

@@ -5,12 +5,13 @@ Theory of operation:
 * Load: every expression is parsed and checked (no symbols or groups in rules; known
   functions with well-typed arguments; patterns that compile with Python ``re``; known
   selectors). Identical regexp atoms share one pattern id; the patterns of each scope go
-  into one matcher (Hyperscan database or ``re`` list). Each rule becomes a closure tree
-  in which ``&`` and ``|`` operands are ordered cheapest first.
+  into one matcher (Hyperscan database or ``re`` list). Each rule becomes one generated
+  Python function (``codegen``) in which ``&`` and ``|`` operands are ordered cheapest
+  first.
 * Scan: ``RuleSet.evaluate`` walks the rules once. A regexp atom asks its scope for the
   set of matched pattern ids; the first ask gathers the scope's data and scans it in one
   pass (lazy: a scope no evaluated atom needs is never gathered), later asks are set
-  lookups. So a message costs one scan per scope used, plus one closure call per atom.
+  lookups. So a message costs one scan per scope used, plus one call per rule.
 * Never raising: a function that raises, a scope that fails to gather, a rule that
   fails to evaluate are each false, logged once per rule set (the first traceback says
   it all; a flood of identical lines does not).
@@ -19,7 +20,6 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-import operator
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from engine.errors import ConfigError
 from engine.rules.atoms import RegexpAtom, Scope
 from engine.rules.cache import DatabaseCache
+from engine.rules.codegen import Generator, combine, generate
 from engine.rules.errors import ExpressionError
 from engine.rules.expression import (
     And,
@@ -48,11 +49,12 @@ from engine.rules.re_backend import ReMatcher
 from engine.rules.scopes import SELECTORS, NameIds, ScopeIndex, gather
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from engine.config.loader import Config
     from engine.errors import ConfigProblem
+    from engine.rules.codegen import EvaluateAll, RuleCode
     from engine.task.task import Task
 
 __all__ = [
@@ -69,14 +71,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("hyperscan", "re")
 _RULE_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
 
 
 @dataclass(slots=True, frozen=True)
@@ -124,22 +118,44 @@ class MessageScan:
         self.scanned.append(scope.scope)
         return matched
 
+    def call(self, slot: int) -> float:
+        """The value of distinct function call ``slot``, computed the first time only; a
+        call that raises is 0 (false)."""
+        value = self.values[slot]
+        if value is not None:
+            return value
+        fn, args = self.ruleset.calls[slot]
+        try:
+            value = fn.call(self.task, *args)
+        except Exception:
+            self.ruleset.log_once(f"function {fn.name}()")
+            value = 0
+        self.values[slot] = value
+        return value
+
 
 class RuleSet:
     """Compiled rules; ``evaluate`` judges one message."""
 
     def __init__(
         self,
-        rules: Sequence[tuple[Rule, Callable[[MessageScan], float]]],
+        rules: Sequence[tuple[Rule, RuleCode]],
         scopes: Sequence[ScopeIndex],
         backend: str,
-        call_slots: int = 0,
+        calls: Sequence[tuple[RuleFunction, tuple[str | int | float, ...]]] = (),
+        every_rule: EvaluateAll | None = None,
     ) -> None:
         self.rules = tuple(rule for rule, _ in rules)
-        self.call_slots = call_slots
+        # All rules in one generated function (codegen.combine), for the messages whose
+        # settings switch none of them off.
+        self._every_rule = every_rule
+        # Per value slot, the function and its arguments (see codegen: ``C(slot)``).
+        self.calls = tuple(calls)
+        self.call_slots = len(self.calls)
         self.scopes = tuple(scopes)
         self.backend = backend
         self._run = tuple((rule.name, run) for rule, run in rules)
+        self._names = tuple(rule.name for rule in self.rules)
         self._logged: set[str] = set()
 
     @property
@@ -151,14 +167,31 @@ class RuleSet:
         """Evaluate every rule on ``task``; never raises for broken mail."""
         scan = MessageScan(self, task)
         fired = scan.fired
+        matched, values, scope_matches, call = (
+            scan.matched,
+            scan.values,
+            scan.scope_matches,
+            scan.call,
+        )
         disabled = task.disabled
+        if not disabled and self._every_rule is not None:
+            names = self._names
+            self._every_rule(
+                matched,
+                values,
+                scope_matches,
+                call,
+                lambda index: fired.append(names[index]),
+                lambda index: self.log_once(f"rule {names[index]}"),
+            )
+            return scan
         for name, run in self._run:
             # A rule the message's settings switched off costs nothing: its scopes are
             # never scanned unless another rule needs them.
-            if name in disabled:
+            if disabled and name in disabled:
                 continue
             try:
-                if run(scan):
+                if run(matched, values, scope_matches, call):
                     fired.append(name)
             except Exception:
                 self.log_once(f"rule {name}")
@@ -237,8 +270,12 @@ def build_rules(
             continue
         parsed.append(Rule(name, rule.expression, tree, rule.score, rule.group, rule.description))
     scopes = builder.matchers(_backend(backend), cache or DatabaseCache(None))
-    compiled = [(rule, builder.evaluator(rule.tree)) for rule in parsed]
-    return RuleSet(compiled, scopes, _backend(backend), len(builder.slots)), problems
+    generator = builder.generator()
+    functions, expressions = generate(generator, [rule.tree for rule in parsed])
+    every_rule = combine(generator, functions, expressions)
+    compiled = list(zip(parsed, functions, strict=True))
+    ruleset = RuleSet(compiled, scopes, _backend(backend), builder.call_specs(), every_rule)
+    return ruleset, problems
 
 
 def resolve_call(call: Call) -> tuple[RuleFunction, tuple[str | int | float, ...]]:
@@ -294,7 +331,7 @@ def _backend(name: str) -> str:
 
 
 class _Builder:
-    """Collects patterns and calls across rules, then builds matchers and closures."""
+    """Collects patterns and calls across rules, then builds matchers and code."""
 
     def __init__(self) -> None:
         self.ids: dict[tuple[Scope, str, bool, str, str], int] = {}
@@ -371,34 +408,23 @@ class _Builder:
             out.append(ScopeIndex(scope, matcher, names))
         return out
 
-    # -- closures -------------------------------------------------------------------------
+    # -- code -------------------------------------------------------------------------------
 
-    def evaluator(self, node: Node) -> Callable[[MessageScan], float]:
-        """A closure computing ``node``'s value; & and | try cheap operands first."""
-        if isinstance(node, RegexpAtom):
-            return _atom(self.scope_index[node.scope], self.ids[node.key])
-        if isinstance(node, Call):
-            fn, args = self.calls[node]
-            slot = self.slots.setdefault((fn.name, args), len(self.slots))
-            return _call(fn, args, slot)
-        if isinstance(node, Number):
-            value = node.value
-            return lambda scan: value
-        if isinstance(node, Not):
-            inner = self.evaluator(node.operand)
-            return lambda scan: not inner(scan)
-        if isinstance(node, And | Or):
-            ordered = sorted(node.operands, key=_cost)
-            return (_all if isinstance(node, And) else _any)(
-                tuple(self.evaluator(c) for c in ordered)
-            )
-        if isinstance(node, Sum):
-            return _sum(tuple(self.evaluator(c) for c in node.operands), node.signs)
-        if isinstance(node, Compare):
-            left, right = self.evaluator(node.left), self.evaluator(node.right)
-            compare = _COMPARE[node.op]
-            return lambda scan: compare(left(scan), right(scan))
-        raise AssertionError(f"unchecked node {node!r}")  # check() refuses symbols and groups
+    def generator(self) -> Generator:
+        """The code generator over this builder's pattern ids, scopes and call slots."""
+        return Generator(self._atom, self._slot, _cost)
+
+    def _atom(self, atom: RegexpAtom) -> tuple[int, int]:
+        return self.scope_index[atom.scope], self.ids[atom.key]
+
+    def _slot(self, call: Call) -> int:
+        fn, args = self.calls[call]
+        return self.slots.setdefault((fn.name, args), len(self.slots))
+
+    def call_specs(self) -> list[tuple[RuleFunction, tuple[str | int | float, ...]]]:
+        """Per value slot (in slot order), the function and its converted arguments."""
+        by_key = {(fn.name, args): (fn, args) for fn, args in self.calls.values()}
+        return [by_key[key] for key in self.slots]
 
 
 def _cost(node: Node) -> int:
@@ -414,75 +440,3 @@ def _cost(node: Node) -> int:
     if isinstance(node, Compare):
         return _cost(node.left) + _cost(node.right)
     return 0
-
-
-def _atom(index: int, pid: int) -> Callable[[MessageScan], float]:
-    def atom(scan: MessageScan) -> bool:
-        matched = scan.matched[index]
-        if matched is None:
-            matched = scan.scope_matches(index)
-        return pid in matched
-
-    return atom
-
-
-def _call(
-    fn: RuleFunction, args: tuple[str | int | float, ...], slot: int
-) -> Callable[[MessageScan], float]:
-    call = fn.call
-    key = f"function {fn.name}()"
-
-    def run(scan: MessageScan) -> float:
-        value = scan.values[slot]
-        if value is not None:
-            return value
-        try:
-            value = call(scan.task, *args)
-        except Exception:
-            scan.ruleset.log_once(key)
-            value = 0
-        scan.values[slot] = value
-        return value
-
-    return run
-
-
-def _all(ops: tuple[Callable[[MessageScan], float], ...]) -> Callable[[MessageScan], float]:
-    if len(ops) == 2:
-        a, b = ops
-        return lambda scan: bool(a(scan)) and bool(b(scan))
-
-    # A plain loop: all() over a generator costs twice as much per call, and this runs
-    # for every rule on every message.
-    def run(scan: MessageScan) -> bool:
-        for op in ops:  # noqa: SIM110
-            if not op(scan):
-                return False
-        return True
-
-    return run
-
-
-def _any(ops: tuple[Callable[[MessageScan], float], ...]) -> Callable[[MessageScan], float]:
-    if len(ops) == 2:
-        a, b = ops
-        return lambda scan: bool(a(scan)) or bool(b(scan))
-
-    def run(scan: MessageScan) -> bool:
-        for op in ops:  # noqa: SIM110 (see _all)
-            if op(scan):
-                return True
-        return False
-
-    return run
-
-
-def _sum(
-    ops: tuple[Callable[[MessageScan], float], ...], signs: tuple[int, ...]
-) -> Callable[[MessageScan], float]:
-    pairs = tuple(zip(ops, signs, strict=True))
-
-    def run(scan: MessageScan) -> float:
-        return sum(sign * op(scan) for op, sign in pairs)
-
-    return run

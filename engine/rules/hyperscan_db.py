@@ -12,7 +12,10 @@ Theory of operation:
   logged once, when the database is built or loaded.
 * ``u`` patterns are compiled for UTF-8, widened to ASCII classes plus every non-ASCII
   character (``_widen``) and confirmed with ``re`` where that can be written, with
-  Hyperscan's Unicode properties (UCP) otherwise. Hyperscan's behaviour on invalid UTF-8 is
+  Hyperscan's Unicode properties (UCP) otherwise. Widened patterns of bounded width also
+  go into a second database that reports every match end (no ``SINGLEMATCH``), scanned
+  over a piece only when one of them is a candidate there: ``re`` then confirms it by
+  trying only the starts within that width before an end (``_confirmed_near``). Hyperscan's behaviour on invalid UTF-8 is
   undefined, so a piece that is not valid UTF-8 is scanned a second time, with invalid
   bytes replaced, for the ``u`` patterns only (rare: decoded text is valid UTF-8).
 * Compiled databases are cached on disk (``cache.py``), keyed by a hash of the
@@ -223,6 +226,10 @@ def _collect(pid: int, start: int, end: int, flags: int, found: object) -> None:
     found.add(pid)  # type: ignore[attr-defined]  # the context is always our set
 
 
+def _collect_ends(pid: int, start: int, end: int, flags: int, ends: object) -> None:
+    ends.setdefault(pid, []).append(end)  # type: ignore[attr-defined]  # always our dict
+
+
 def _compile(exprs: Sequence[bytes], ids: Sequence[int], flags: Sequence[int]) -> hs.Database:
     db = hs.Database(mode=hs.HS_MODE_BLOCK)
     db.compile(expressions=list(exprs), ids=list(ids), elements=len(exprs), flags=list(flags))
@@ -241,7 +248,6 @@ class HyperscanMatcher:
     """One scope's patterns in one Hyperscan database; ``scan`` as in ``Matcher``."""
 
     def __init__(self, specs: Sequence[PatternSpec], cache: DatabaseCache, scope: str) -> None:
-        self.from_cache = False
         by_id = {s.id: s for s in specs}
         unsafe = {s.id: _EMPTY_MULTILINE for s in specs if _differs_from_re(s)}
         translated: dict[int, tuple[bytes, int]] = {}
@@ -252,16 +258,7 @@ class HyperscanMatcher:
                 translated[spec.id] = (expr, bits)
                 if approx:
                     approximate.add(spec.id)
-        key = f"{scope}-{_cache_key(translated)}"
-        loaded = self._load(cache, key)
-        if loaded is None:
-            db, prefilter, refused = _build(translated)
-            if db is not None or refused:
-                meta: dict[str, object] = {"prefilter": prefilter, "refused": refused}
-                cache.save(key, meta, hs.dumpb(db) if db is not None else b"")
-        else:
-            db, prefilter, refused = loaded
-            self.from_cache = True
+        db, prefilter, refused, self.from_cache = self._database(cache, scope, translated)
         refused = unsafe | refused
         for pid, reason in sorted(prefilter.items()):
             log.info(
@@ -282,6 +279,42 @@ class HyperscanMatcher:
         self._confirm = ReMatcher([by_id[i] for i in self._prefilter])
         self._fallback = ReMatcher([by_id[i] for i in refused]) if refused else None
         self.hyperscan_ids = frozenset(by_id) - frozenset(refused)
+        # Widened patterns of bounded width (and not prefiltered on top: a prefilter
+        # promises nothing about where matches end) in a second database that reports
+        # every match end, scanned only over a piece where one of them is a candidate.
+        widths = {pid: _max_width(by_id[pid]) for pid in approximate if pid not in prefilter}
+        ends = {
+            pid: (translated[pid][0], translated[pid][1] & ~hs.HS_FLAG_SINGLEMATCH)
+            for pid, width in widths.items()
+            if width is not None
+        }
+        self._ends_db: hs.Database | None = None
+        self._windowed: dict[int, int] = {}
+        if ends:
+            self._ends_db, ends_prefilter, ends_refused, _ = self._database(
+                cache, f"{scope}.ends", ends
+            )
+            self._windowed = {
+                pid: width
+                for pid, width in widths.items()
+                if pid in ends and width is not None
+                if pid not in ends_prefilter and pid not in ends_refused
+            }
+
+    @classmethod
+    def _database(
+        cls, cache: DatabaseCache, name: str, translated: dict[int, tuple[bytes, int]]
+    ) -> tuple[hs.Database | None, dict[int, str], dict[int, str], bool]:
+        """(database, prefiltered ids, refused ids, whether it came from the cache)."""
+        key = f"{name}-{_cache_key(translated)}"
+        loaded = cls._load(cache, key)
+        if loaded is not None:
+            return (*loaded, True)
+        db, prefilter, refused = _build(translated)
+        if db is not None or refused:
+            meta: dict[str, object] = {"prefilter": prefilter, "refused": refused}
+            cache.save(key, meta, hs.dumpb(db) if db is not None else b"")
+        return db, prefilter, refused, False
 
     @staticmethod
     def _load(
@@ -308,25 +341,112 @@ class HyperscanMatcher:
         db = self._db
         if db is not None:
             utf8 = self._utf8
+            prefilter = self._prefilter
             for data, allowed in pieces:
                 hits: set[int] = set()
-                db.scan(data, match_event_handler=_collect, context=hits)
+                # Positional arguments: keywords cost the binding a fifth of a short scan.
+                db.scan(data, _collect, 0, hits)
+                valid = True
                 if utf8 and not data.isascii() and not _is_valid_utf8(data):
+                    valid = False
                     hits -= utf8
                     more: set[int] = set()
                     clean = data.decode("utf-8", "replace").encode()
-                    db.scan(clean, match_event_handler=_collect, context=more)
+                    db.scan(clean, _collect, 0, more)
                     hits |= more & utf8
                 if allowed is not None:
                     hits &= allowed
-                if hits & self._prefilter:
-                    for pid in hits & self._prefilter:
-                        if pid in found or not self._confirm.confirm(pid, data):
+                if not prefilter.isdisjoint(hits):
+                    ends: dict[int, list[int]] | None = None
+                    for pid in hits & prefilter:
+                        if pid in found:
+                            hits.discard(pid)
+                            continue
+                        if valid and pid in self._windowed:
+                            if ends is None:
+                                ends = self._match_ends(data)
+                            confirmed = self._confirmed_near(pid, data, ends.get(pid))
+                        else:
+                            confirmed = self._confirm.confirm(pid, data)
+                        if not confirmed:
                             hits.discard(pid)
                 found |= hits
         if self._fallback is not None:
             found |= self._fallback.scan(pieces)
         return found
+
+    def _match_ends(self, data: bytes) -> dict[int, list[int]]:
+        """Every match end of each windowed pattern in ``data``."""
+        ends: dict[int, list[int]] = {}
+        if self._ends_db is not None:
+            self._ends_db.scan(data, _collect_ends, 0, ends)
+        return ends
+
+    def _confirmed_near(self, pid: int, data: bytes, ends: list[int] | None) -> bool:
+        """Whether candidate ``pid`` (a windowed pattern) really matches ``data``.
+
+        A widened pattern's real match ending at ``e`` is one of its Hyperscan matches
+        (they cover the same characters), so it starts within the pattern's longest width
+        before some reported end: ``re`` tries those starts only (anchored, seeing the
+        whole piece around them). Measured on the pharmacy patterns, that is a few dozen
+        tries instead of a search of the whole text, which took 0.8 ms a candidate; where
+        the windows would cover much of the piece, the plain search is the cheaper one.
+        """
+        if not ends:
+            return self._confirm.confirm(pid, data)
+        at = ends if pid not in self._utf8 or data.isascii() else _char_offsets(data, ends)
+        limit = len(data) // 8
+        starts = None if at is None else _window_starts(at, self._windowed[pid], limit)
+        if starts is None:
+            return self._confirm.confirm(pid, data)
+        return self._confirm.confirm_at(pid, data, starts)
+
+
+def _char_offsets(data: bytes, ends: list[int]) -> list[int] | None:
+    """The character offsets of byte offsets ``ends`` into valid UTF-8 ``data`` (Hyperscan's
+    UTF-8 matches end on character boundaries); None if one does not."""
+    out: list[int] = []
+    position = chars = 0
+    try:
+        for end in sorted(set(ends)):
+            chars += len(data[position:end].decode("utf-8"))
+            position = end
+            out.append(chars)
+    except UnicodeDecodeError:
+        return None
+    return out
+
+
+def _window_starts(ends: list[int], width: int, limit: int) -> list[range] | None:
+    """The start offsets ``[e - width, e]`` of each end ``e``, merged; None past ``limit``."""
+    spans: list[range] = []
+    total = 0
+    for end in sorted(set(ends)):
+        low = max(0, end - width)
+        if spans and low <= spans[-1].stop:
+            total -= len(spans[-1])
+            spans[-1] = range(spans[-1].start, end + 1)
+        else:
+            spans.append(range(low, end + 1))
+        total += len(spans[-1])
+        if total > limit:
+            return None
+    return spans
+
+
+def _max_width(spec: PatternSpec) -> int | None:
+    """The most characters (bytes without ``u``) a match of ``spec`` can span, when that
+    is at most _MAX_WINDOW; None when unbounded or unknown."""
+    try:
+        rx = compile_re(spec)
+        parser = re._parser  # type: ignore[attr-defined]  # the stdlib's own pattern parser
+        widest = int(parser.parse(rx.pattern, rx.flags).getwidth()[1])
+    except Exception:  # a private module: any surprise just means "search the whole piece"
+        return None
+    return widest if widest <= _MAX_WINDOW else None
+
+
+_MAX_WINDOW = 1024
 
 
 def _cache_key(translated: dict[int, tuple[bytes, int]]) -> str:

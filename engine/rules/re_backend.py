@@ -14,7 +14,7 @@ from engine.rules.patterns import PatternSpec, Piece, compile_re
 
 if TYPE_CHECKING:
     import re
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 __all__ = ["ReMatcher"]
 
@@ -51,6 +51,16 @@ class ReMatcher:
                 if hit:
                     found.add(pid)
         return found
+
+    def confirm_at(self, pid: int, data: bytes, starts: Iterable[range]) -> bool:
+        """Whether pattern ``pid`` matches ``data`` starting at one of ``starts`` (offsets
+        into the data as the pattern sees it: bytes, or characters for ``u`` patterns).
+        Look-behind still sees what comes before a start, look-ahead what follows."""
+        rx_bytes = self._bytes.get(pid)
+        if rx_bytes is not None:
+            return any(rx_bytes.match(data, at) is not None for span in starts for at in span)
+        rx_text, text = self._text[pid], data.decode("utf-8", "surrogateescape")
+        return any(rx_text.match(text, at) is not None for span in starts for at in span)
 
     def confirm(self, pid: int, data: bytes) -> bool:
         """Whether pattern ``pid`` really matches ``data`` (Hyperscan's prefilter check)."""

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from engine.mime.addresses import bare_address, domain_of, parse_address_list
 from engine.mime.headers import decode_rfc2047
 from engine.rules.atoms import Scope
+from engine.task.stash import StashKey
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -106,7 +107,20 @@ _NAME_ADDR = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|([^<>",:;@()\\]*?))\s*<([^<>
 _BARE_ADDR = re.compile(r'\s*([^\s<>",:;()\\]+@[^\s<>",:;()\\]+)\s*$')
 
 
+# The first mailbox per header name: three selectors read From.
+_MAILBOXES: StashKey[dict[str, tuple[str, str] | None]] = StashKey("rules.scopes.mailboxes")
+
+
 def _mailbox(task: Task, header: str) -> tuple[str, str] | None:
+    if _MAILBOXES not in task.stash:
+        task.stash[_MAILBOXES] = {}
+    known = task.stash[_MAILBOXES]
+    if header not in known:
+        known[header] = _first_mailbox(task, header)
+    return known[header]
+
+
+def _first_mailbox(task: Task, header: str) -> tuple[str, str] | None:
     value = task.message.headers.get(header)
     if value is None:
         return None

@@ -14,6 +14,7 @@ or ``0``) for missing or unparseable input; none raises on broken mail.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import unicodedata
@@ -63,6 +64,9 @@ _MID_RHS = re.compile(r"@([^@>\s]+)>?\s*$")
 # the first screenful, and a megabyte of text must not cost more than a kilobyte.
 _MAX_SCAN_CHARS = 65536
 _WORD = re.compile(r"[^\W\d_]{3,}")
+# What _script() calls Cyrillic or Greek, and Latin (letters only: words have no digits).
+_CYRILLIC_GREEK = re.compile(r"[\u0370-\u03ff\u0400-\u052f\u1f00-\u1fff]")
+_LATIN = re.compile(r"[\x00-\x7f\u00c0-\u024f\u1e00-\u1eff]")
 _LOCAL_NAMES = frozenset({"localhost", "localhost.localdomain"})
 
 
@@ -92,13 +96,30 @@ def _addresses(task: Task, name: str) -> list[tuple[str, str]]:
 def _parse_addresses(task: Task, name: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for value in task.message.headers.get_all(name):
-        for display, address in parse_address_list(value):
-            if not address or "@" not in address:
-                continue
-            if "=?" in display:
-                display = decode_rfc2047(display)
-            out.append((display.strip(), address.strip()))
+        if len(value) <= _CACHED_VALUE_CHARS:
+            out.extend(_mailboxes_cached(value))
+        else:
+            out.extend(_mailboxes(value))
     return out
+
+
+def _mailboxes(value: str) -> tuple[tuple[str, str], ...]:
+    """(display name decoded, address) for each mailbox with an @ in one field value."""
+    out: list[tuple[str, str]] = []
+    for display, address in parse_address_list(value):
+        if not address or "@" not in address:
+            continue
+        if "=?" in display:
+            display = decode_rfc2047(display)
+        out.append((display.strip(), address.strip()))
+    return tuple(out)
+
+
+# Address fields repeat from message to message (the recipient's own To, a list's From:
+# three in four values of the development corpus had been seen before), and the standard
+# library's parser is slow: a value is parsed once per process. Long values are not kept.
+_mailboxes_cached = functools.lru_cache(maxsize=2048)(_mailboxes)
+_CACHED_VALUE_CHARS = 1024
 
 
 def _first_address(task: Task, name: str) -> str | None:
@@ -234,13 +255,24 @@ def _hop_uses_tls(hop: Hop) -> bool:
     protocol = hop.fields.protocol
     if protocol is not None and protocol in _TLS_PROTOCOLS:
         return True
+    # Every comment form names TLS or SSL: a substring test spares most lines the regex
+    # (upper() maps what re.I matches, the long s included, onto S, T and L).
+    upper = hop.raw.upper()
+    if "TLS" not in upper and "SSL" not in upper:
+        return False
     return _TLS_COMMENT.search(hop.raw) is not None
+
+
+# The TLS verdict per hop, shared by the three functions below (each rule asks anew).
+_TRANSPORT_TLS: StashKey[list[bool]] = StashKey("rules.transport_tls")
 
 
 def _transport_tls(task: Task) -> list[bool]:
     """TLS or not for each transport hop, newest first; hops into localhost (content
     filters re-injecting the message) are left out. Our own MTA's hop, when the milter
     sees the message before the MTA has written it, comes from the ``tls_version`` macro."""
+    if _TRANSPORT_TLS in task.stash:
+        return task.stash[_TRANSPORT_TLS]
     chain = received_chain(task)
     out: list[bool] = []
     if chain.own_hop_missing:
@@ -249,6 +281,7 @@ def _transport_tls(task: Task) -> list[bool]:
         if (hop.fields.by or "") in _LOCAL_NAMES:
             continue
         out.append(_hop_uses_tls(hop))
+    task.stash[_TRANSPORT_TLS] = out
     return out
 
 
@@ -354,9 +387,15 @@ def mixed_script_words(task: Task) -> int:
     texts.extend(part.text[:_MAX_SCAN_CHARS] for part in message.text_parts)
     count = 0
     for text in texts:
-        if text.isascii():
+        # A mixed word holds a Cyrillic or Greek letter and a Latin one: text without the
+        # first (most non-ASCII mail) is skipped whole, words without the second at once.
+        if text.isascii() or _CYRILLIC_GREEK.search(text) is None:
             continue
-        count += sum(1 for word in _WORD.findall(text) if not word.isascii() and _is_mixed(word))
+        count += sum(
+            1
+            for word in _WORD.findall(text)
+            if not word.isascii() and _LATIN.search(word) is not None and _is_mixed(word)
+        )
     return count
 
 

@@ -58,11 +58,51 @@ _MEETING_HOSTS = re.compile(
     r"|chime\.aws|skype\.com|ringcentral\.com)$"
 )
 _URL = re.compile(r"https?://([^/\s\"'<>:?#\\]+)", re.I)
-_LINE_BREAK = re.compile(r"\r?\n")
 _CASED = re.compile(r"[^\W\d_]")
-_ASCII_LETTERS = re.compile(r"[A-Za-z]")
-_ASCII_LOWER = re.compile(r"[a-z]")
-_NO_ASCII_LOWER_LINE = re.compile(r"^[^a-z\r\n]*(?=\r?$)", re.M)
+# A line (cut at LF, a CR before it dropped) without an ASCII lower-case letter: the first
+# one, and each after a LF. Starting at a literal LF lets the search skip from line to line
+# instead of testing every position for the start of one.
+_FIRST_LINE_WITHOUT_LOWER = re.compile(r"[^a-z\r\n]*(?=\r?(?:\n|\Z))")
+_NEXT_LINE_WITHOUT_LOWER = re.compile(r"\n([^a-z\r\n]*)(?=\r?(?:\n|\Z))")
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_UPPER = bytes(range(65, 91))
+_ASCII = bytes(range(128))
+# Blocks without a single cased letter (Hebrew to Tibetan, CJK, Yi, Hangul): dropped by one
+# regex before the per-character table (the claim is checked against the running Python's
+# Unicode database by the unit tests).
+UNCASED_RANGES = (
+    (0x0590, 0x0FFF),
+    (0x2E80, 0xA4CF),
+    (0xAC00, 0xD7AF),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x3134F),
+)
+_UNCASED_RUNS = re.compile(
+    "[" + "".join(rf"\U{lo:08x}-\U{hi:08x}" for lo, hi in UNCASED_RANGES) + "]+"
+)
+_ASCII_LOWER = re.compile("[a-z]")
+_CASE_TABLE_LIMIT = 1 << 16  # distinct characters remembered; a hostile text gets no more
+
+
+class _CaseTable(dict[int, str | None]):
+    """A ``str.translate`` table that reduces text to its cased letters (what
+    ``[^\\W\\d_]`` matches): ``U`` for ``isupper()``, ``l`` for ``islower()``, everything
+    else goes. Filled on demand, so translating runs at C speed once a character has been
+    seen (counting letters one by one in Python made ``text_uppercase_ratio`` a tenth of
+    all rule time on non-ASCII mail).
+    """
+
+    def __missing__(self, code: int) -> str | None:
+        char = chr(code)
+        value: str | None = None
+        if _CASED.match(char):
+            value = "U" if char.isupper() else "l" if char.islower() else None
+        if len(self) < _CASE_TABLE_LIMIT:
+            self[code] = value
+        return value
+
+
+_CASE_TABLE = _CaseTable()
 
 
 @dataclass(slots=True, frozen=True)
@@ -406,8 +446,10 @@ def longest_text_line(task: Task) -> int:
     longest = 0
     for part in _body_text_parts(task):
         if part.content_type == "text/plain":
-            for line in _LINE_BREAK.split(part.text):
-                longest = max(longest, len(line))
+            # Lines end at LF with an optional CR before it; dropping exactly those CRs
+            # lets the split and the lengths run in C.
+            lines = part.text.replace("\r\n", "\n").split("\n")
+            longest = max(longest, max(map(len, lines)))
     return longest
 
 
@@ -510,9 +552,15 @@ _BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 _BASE58_INDEX = {c: i for i, c in enumerate(_BASE58)}
 _BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _BECH32_INDEX = {c: i for i, c in enumerate(_BECH32)}
-_LEGACY_CANDIDATE = re.compile(r"(?<![0-9A-Za-z])[13][1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z])")
+# Candidates not preceded by a letter or digit. The look-behind comes after the first
+# character, not before it: tried at every position of the text, it made the search three
+# times slower than one character test that fails almost everywhere.
+_LEGACY_CANDIDATE = re.compile(
+    r"[13](?<![0-9A-Za-z][13])[1-9A-HJ-NP-Za-km-z]{25,34}(?![0-9A-Za-z])"
+)
 _BECH32_CANDIDATE = re.compile(
-    r"(?<![0-9A-Za-z])(?:bc1[02-9ac-hj-np-z]{11,71}|BC1[02-9AC-HJ-NP-Z]{11,71})(?![0-9A-Za-z])"
+    r"b(?<![0-9A-Za-z]b)c1[02-9ac-hj-np-z]{11,71}(?![0-9A-Za-z])"
+    r"|B(?<![0-9A-Za-z]B)C1[02-9AC-HJ-NP-Z]{11,71}(?![0-9A-Za-z])"
 )
 
 
@@ -560,7 +608,9 @@ def has_bitcoin_address(task: Task) -> bool:
     """The text shows a valid Bitcoin address (checksum verified, so random tokens fail)."""
     for part in task.message.text_parts:
         text = part.text[:500_000]
-        for pattern in (_LEGACY_CANDIDATE, _BECH32_CANDIDATE):
+        # A segwit address starts bc1 or BC1: without either, one regex pass is spared.
+        bech32 = "bc1" in text or "BC1" in text
+        for pattern in (_LEGACY_CANDIDATE, _BECH32_CANDIDATE) if bech32 else (_LEGACY_CANDIDATE,):
             for match in pattern.finditer(text):
                 if is_bitcoin_address(match.group(0)):
                     return True
@@ -587,9 +637,25 @@ def shouting_lines(task: Task, min_letters: int) -> int:
     count = 0
     for part in task.message.text_parts:
         text = part.text[:200_000]
-        # Only lines without a lowercase letter can shout; on ASCII text a regex finds them
-        # without looking at every character in Python (most lines of most mail are out).
-        lines = _NO_ASCII_LOWER_LINE.findall(text) if text.isascii() else text.splitlines()
+        # Only lines without a lowercase letter can shout; a regex finds them without
+        # looking at every character in Python (most lines of most mail are out). ASCII
+        # text is cut at LF (CR LF), other text as splitlines() cuts it.
+        if text.isascii():
+            first = _FIRST_LINE_WITHOUT_LOWER.match(text)
+            lines = _NEXT_LINE_WITHOUT_LOWER.findall(text)
+            if first is not None:
+                lines.append(first.group())
+        elif min_letters > 0:
+            # Characters of blocks without cased letters cannot make a line shout: with
+            # them gone, a CJK line is too short to look at.
+            lines = [
+                line
+                for line in text.splitlines()
+                if len(line) >= min_letters and _ASCII_LOWER.search(line) is None
+            ]
+            lines = [_UNCASED_RUNS.sub("", line) for line in lines]
+        else:  # empty lines count too (they have at least 0 letters)
+            lines = text.splitlines()
         for line in lines:
             if len(line) < min_letters:
                 continue  # blank and short lines cannot hold enough letters
@@ -600,15 +666,17 @@ def shouting_lines(task: Task, min_letters: int) -> int:
 
 
 def _case_counts(text: str) -> tuple[int, int]:
-    """(upper-case letters, cased letters) of ``text``; C-speed counting for ASCII."""
-    if text.isascii():
-        cased = len(_ASCII_LETTERS.findall(text))
-        return cased - len(_ASCII_LOWER.findall(text)), cased
-    upper = cased = 0
-    for char in _CASED.findall(text):
-        if char.isupper():
-            upper += 1
-            cased += 1
-        elif char.islower():
-            cased += 1
+    """(upper-case letters, cased letters) of ``text``, counted at C speed: ASCII letters
+    in the UTF-8 bytes, the other characters (the bytes left when the ASCII ones are
+    deleted, decoded again) through ``_CaseTable``, less the blocks without cased letters."""
+    data = text.encode("utf-8", "surrogatepass")
+    size = len(data)
+    upper = size - len(data.translate(None, _ASCII_UPPER))
+    cased = size - len(data.translate(None, _ASCII_LETTERS))
+    if not text.isascii():
+        rest = data.translate(None, _ASCII).decode("utf-8", "surrogatepass")
+        marks = _UNCASED_RUNS.sub("", rest).translate(_CASE_TABLE)
+        more = marks.count("U")
+        upper += more
+        cased += more + marks.count("l")
     return upper, cased

@@ -22,8 +22,6 @@ from engine.mime.urls import UrlSource, parse_url, registered_domain
 from engine.rules.functions import function
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from engine.mime.html import HtmlLink
     from engine.mime.urls import Url
     from engine.task.task import Task
@@ -71,15 +69,10 @@ def _urls(task: Task) -> list[Url]:
     return task.message.urls
 
 
-def _anchors(task: Task) -> Iterator[tuple[HtmlLink, Url]]:
-    """Each <a href> with a network URL, parsed (against the part's <base href>)."""
-    for doc in task.message.html_documents:
-        for link in doc.links:
-            if link.tag != "a":
-                continue
-            url = parse_url(link.href, UrlSource.HREF, link.text, doc.base_href)
-            if url is not None:
-                yield link, url
+def _anchors(task: Task) -> list[tuple[HtmlLink, Url]]:
+    """Each <a href> with a network URL, parsed once per message (against the part's
+    <base href>), for the three functions that read links and ``urls`` alike."""
+    return task.message.anchors
 
 
 @function("url_count", cost=6)
@@ -210,8 +203,11 @@ def has_phishing_mismatch(task: Task) -> bool:
     brand.com are the same brand), and a target on the sender's own domain (a newsletter's
     click tracker) is no mismatch.
     """
+    anchors = _anchors(task)
+    if not anchors:
+        return False
     sender = _from_domain(task)
-    for link, url in _anchors(task):
+    for link, url in anchors:
         shown = _shown_url(link.text)
         if shown is None or shown.domain == url.domain or url.domain == sender:
             continue
