@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.mime import ParsedMessage
+from engine.mime import html as html_module
 from engine.mime.html import MAX_ITEMS, MAX_SOURCE, parse_color, parse_html
 from engine.mime.text import html_to_text
 
@@ -276,3 +278,25 @@ def test_token_soup_never_raises(pieces: list[str]) -> None:
     doc = parse_html("".join(pieces))
     assert doc.invisible_text_length >= 0
     assert "\x00" not in doc.text
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("a \t\n\r\x0b\x1c\u00a0\u2003\u3000\x00é"), max_size=20))
+def test_white_space_collapses_as_the_regex_did(text: str) -> None:
+    # _collapse splits and joins in C; the regex it replaced is the reference.
+    assert html_module._collapse(text) == re.sub(r"[\s\u00a0]+", " ", text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", " ", "<p>", "</p>", "<br>", "<div> ", " </td>", "<td>"])))
+def test_block_breaks_read_as_before(pieces: list[str]) -> None:
+    # One NUL between words is a line break, two or more a paragraph break, spaces
+    # around them go (the single substitution with a callback these two replaced).
+    doc = parse_html("".join(pieces))
+    parser = html_module._Parser()
+    parser.feed("".join(pieces))
+    joined = re.sub(r"[\s\u00a0]+", " ", "".join(parser.pieces))
+    expected = re.sub(
+        r" ?\x00[\x00 ]*", lambda m: "\n\n" if m.group().count("\x00") > 1 else "\n", joined
+    ).strip()
+    assert doc.text == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine.mime import ParsedMessage, decode_rfc2047
+from engine.mime.headers import parse_header_block
 from engine.mime.parts import MAX_DEPTH, MAX_PARTS
 
 
@@ -193,3 +194,22 @@ def test_garbage_charset_names_are_a_defect_not_an_error(charset: bytes) -> None
     msg = parse(b"Content-Type: text/plain; charset=" + charset + b"\n\nhello")
     assert msg.text_parts[0].text == "hello"
     assert "bad_charset" in msg.defects
+
+
+@pytest.mark.parametrize(
+    ("block", "fields", "defects"),
+    [
+        (b"A: 1\r\nB: 2\r\n", [("A", "1"), ("B", "2")], set()),
+        (b"A: 1\r\r\nB: 2\r", [("A", "1\r"), ("B", "2")], set()),  # one CR per line goes
+        (b"A: 1\r\n\tmore\r\n x\r\n", [("A", "1\n\tmore\n x")], set()),
+        (b" lead\r\nA:b\r\n", [("A", "b")], {"bad_header_line"}),
+        (b"Bad Name: 1\r\nA B:2\r\n:x\r\nGood:3", [("Good", "3")], {"bad_header_line"}),
+        (b"X-\x7f: 1\r\nX-\xc3\xa9: 2\r\nX-A : 3\r\n", [("X-A", "3")], {"bad_header_line"}),
+    ],
+)
+def test_header_lines_cr_folding_and_bad_names(
+    block: bytes, fields: list[tuple[str, str]], defects: set[str]
+) -> None:
+    found: set[str] = set()
+    assert list(parse_header_block(block, found)) == fields
+    assert found == defects

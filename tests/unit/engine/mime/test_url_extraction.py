@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.mime import ParsedMessage
+from engine.mime import urls as urls_module
 from engine.mime.html import parse_html
 from engine.mime.urls import (
     MAX_EMAILS,
@@ -271,3 +272,50 @@ def test_parse_url_never_raises(pieces: list[str]) -> None:
         assert str(url).startswith(f"{url.scheme}://")
     list(urls_in_text(candidate))
     list(emails_in_text(candidate))
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "http://",
+                "HTTPS://",
+                "ftp://",
+                "http\u017f://",
+                "://",
+                "www.",
+                "WwW2.",
+                "wwww.",
+                "x",
+                "é",
+                " ",
+                ".",
+                "/",
+                "_",
+                "-",
+                "(",
+                ")",
+                "a.b",
+                "1",
+            ]
+        ),
+        max_size=16,
+    )
+)
+def test_bare_urls_are_found_where_the_pattern_finds_them(pieces: list[str]) -> None:
+    # url_spans tries the pattern only near "://" and "www"; it must find exactly what
+    # trying every position finds.
+    text = "".join(pieces)
+    expected = [(m.start(), m.group()) for m in urls_module._TEXT_URL.finditer(text)]
+    assert [(m.start(), m.group()) for m in urls_module._text_urls(text)] == expected
+
+
+def test_parse_url_shares_results_of_equal_calls() -> None:
+    first = parse_url("http://Example.com/a", UrlSource.HREF, "click")
+    assert first is parse_url("http://Example.com/a", UrlSource.HREF, "click")
+    assert parse_url("http://example.com/a", UrlSource.IMAGE) != first  # the source differs
+    long_text = "x" * 1000  # too long to keep: parsed anew, equal all the same
+    assert parse_url("http://e.com/", UrlSource.HREF, long_text) == parse_url(
+        "http://e.com/", UrlSource.HREF, long_text
+    )

@@ -217,3 +217,44 @@ def test_invalid_utf8_does_not_confuse_unicode_patterns() -> None:
     matcher = HyperscanMatcher(specs, DatabaseCache(None), "body")
     assert matcher.scan([(b"caf\xc3\xa9 \xff", None)]) == {0, 1}
     assert ReMatcher(specs).scan([(b"caf\xc3\xa9 \xff", None)]) == {0, 1}
+
+
+# Widened (``u``) patterns report every match end, and re confirms a candidate by trying
+# only the starts a real match could have (within the pattern's width before an end):
+# the answer must still be re's own, on ASCII and non-ASCII data, with many ends or few.
+WINDOWED = [
+    ("\\b(?:cialis|levitra|sildenafil)\\b", "iu"),
+    ("(?:\\$|€|£|USD)\\s?\\d{1,3}(?:[,.]\\d{3}){1,3}", "iu"),
+    ("(?:\\bv|\\\\/)[_\\W]{0,2}[i1!|lìíîï][_\\W]{0,2}[a@4à-æ]g(?:[^a-z]|$)", "iu"),
+    ("\\bcafé\\b", "u"),
+]
+WINDOWED_DATA = [
+    "Socialism and specialists, no pills",
+    "buy cialis now",
+    "CIALIS.",
+    "\u017fildenafil",  # the long s folds to s: a match that starts with a non-ASCII letter
+    "cost: €1,000 and $2.500.000",
+    "1,000 1,000 1,000 " * 300 + "£12,345",  # many candidate ends: a plain search wins
+    "€ 12,34",
+    "v-i-ag!",
+    "évi@g.",
+    "naïve café, CAFÉ cafés",
+    "x" * 5000 + " v1ag\n",
+]
+# In a long piece the windows are small beside it, so they are what re tries.
+WINDOWED_DATA += [
+    f"{filler}{text}{filler}"
+    for text in WINDOWED_DATA[:5] + WINDOWED_DATA[6:10]
+    for filler in ("Lorem ipsum dolor. " * 50, "Ünïcödé tëxt hérë. " * 50)
+]
+
+
+@pytest.mark.parametrize(("pattern", "flags"), WINDOWED)
+def test_widened_patterns_are_confirmed_near_their_ends(pattern: str, flags: str) -> None:
+    spec = PatternSpec(0, pattern, flags)
+    hyperscan = HyperscanMatcher([spec], DatabaseCache(None), "mime")
+    assert hyperscan._windowed, "expected a widened pattern of bounded width"
+    reference = ReMatcher([spec])
+    for text in WINDOWED_DATA:
+        pieces: list[Piece] = [(text.encode(), None)]
+        assert hyperscan.scan(pieces) == reference.scan(pieces), text
