@@ -20,11 +20,13 @@ from engine.dns import DnsSettings, Resolver
 from engine.errors import ConfigError, ConfigProblem
 from engine.mime.message import ParsedMessage
 from engine.modules import BUILTIN_MODULES, Module, ModuleContext
+from engine.modules.bayes import Bayes
 from engine.pipeline.actions import Action, Thresholds
 from engine.pipeline.executor import MODULE_ERROR, MODULE_TIMEOUT, run_stage
 from engine.pipeline.stages import Stage
 from engine.result import ScanResult
 from engine.settings import build_settings
+from engine.stats.learn import LearnResult
 from engine.storage import Store, open_store
 from engine.symbols import (
     Composite,
@@ -276,6 +278,29 @@ class Engine:
         with trio.move_on_after(_IDEMPOTENT_BUDGET):
             await run_stage(Stage.IDEMPOTENT, stages[Stage.IDEMPOTENT], task, timeout)
         return self._result(task, profile, time.perf_counter() - started)
+
+    # -- learning ---------------------------------------------------------------------
+
+    async def learn(self, request: ScanRequest, *, is_spam: bool) -> LearnResult:
+        """Teach the statistics that a message is spam (or ham), once: learning the same
+        message again as the same class is refused, as the other class moves it (see
+        ``engine.stats.learn``). The result is true when the statistics changed, and says
+        what happened ("learned as spam", "already learned as spam" …).
+
+        Raises:
+            StoreUnavailable: the store could not answer; nothing was learned.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        bayes = next((m for m in self.modules if isinstance(m, Bayes)), None)
+        if bayes is None:
+            return LearnResult(False, "not learned: the bayes module is disabled")
+        if request.raw is not None:
+            message = ParsedMessage.from_bytes(request.raw)
+        else:
+            message = ParsedMessage.from_fields(
+                request.headers or (), request.body, truncated=request.body_truncated
+            )
+        return await bayes.learn(message, request.envelope, is_spam=is_spam)
 
     def _decide(self, task: Task, profile: Profile) -> None:
         task.score, task.scored = score_symbols(task.hits, profile.symbols, self.group_max)

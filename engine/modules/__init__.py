@@ -6,6 +6,7 @@ from __future__ import annotations
 from engine.modules.arc import Arc
 from engine.modules.auth_results import AuthResults
 from engine.modules.base import Module, ModuleContext, check
+from engine.modules.bayes import Bayes
 from engine.modules.dkim import Dkim
 from engine.modules.dkim_signing import DkimSigning
 from engine.modules.dmarc import Dmarc
@@ -33,6 +34,7 @@ BUILTIN_MODULES: tuple[type[Module], ...] = (
     Arc,
     Dmarc,
     Whitelist,
+    Bayes,
     DkimSigning,
     AuthResults,
     MilterHeaders,

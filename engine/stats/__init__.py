@@ -1,4 +1,5 @@
-"""Statistical classification: the OSB tokenizer, the Bayes math and the count backends."""
+"""Statistical classification: the OSB tokenizer, the Bayes math, the count backends and
+learning (the learn cache, autolearn's policy)."""
 
 from engine.stats.backend import MemoryStatBackend, StatBackend
 from engine.stats.classifier import (
@@ -11,6 +12,7 @@ from engine.stats.classifier import (
     classify,
     dynamic_weight,
 )
+from engine.stats.learn import Learner, LearnResult, message_digest
 from engine.stats.store_backend import StoreStatBackend
 from engine.stats.tokenizer import Tokenizer, TokenizerConfig
 
@@ -19,6 +21,8 @@ __all__ = [
     "BAYES_SPAM",
     "BayesParams",
     "Classification",
+    "LearnResult",
+    "Learner",
     "MemoryStatBackend",
     "StatBackend",
     "StoreStatBackend",
@@ -28,4 +32,5 @@ __all__ = [
     "bayes_symbol",
     "classify",
     "dynamic_weight",
+    "message_digest",
 ]

@@ -10,9 +10,10 @@ Key layout (inside the Store's own prefix, ``milterd:`` on Redis by default):
 One hash per token keeps a user's counts next to the shared ones: a per-user read is
 the same single ``hmget_many`` with other field names, and one expiry covers all owners.
 
-Round trips: ``token_counts`` is one ``hmget_many`` (a Redis pipeline of HMGETs, one
-SQLite query per 500 keys in one transaction); ``learn`` is one ``hincrby_many`` that
-carries the learn counter along with the tokens.
+Round trips: ``token_counts`` is one ``hcounters_many`` (one ``EVALSHA`` on Redis, one
+query in SQLite) that answers only for the tokens the store knows; ``learn`` is one
+``hincrby_many`` (one ``EVALSHA``, or one transaction) that carries the learn counter
+along with the tokens, all of them sharing one amounts mapping.
 
 Expiry plan: every learn refreshes the expiry of each key it touches to ``token_ttl``
 (100 days by default, Rspamd's ``bayes_expiry`` horizon), so a token disappears 100 days
@@ -26,7 +27,8 @@ everything forever.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, final
+import struct
+from typing import TYPE_CHECKING, Final, cast, final
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -36,14 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TOKEN_TTL", "StoreStatBackend"]
 
 DEFAULT_TOKEN_TTL: Final = 100 * 86400.0
-
-
-def _count(value: bytes | None) -> int:
-    """A stored counter, clamped at zero (a stray unlearn leaves a negative sum)."""
-    if not value:
-        return 0
-    count = int(value)
-    return count if count > 0 else 0
 
 
 @final
@@ -77,24 +71,31 @@ class StoreStatBackend:
     ) -> list[tuple[int, int]]:
         if not tokens:
             return []
+        rows = await self._store.hcounters_many(self.keys(tokens), _fields(user))
+        if min(map(min, rows)) < 0:  # a stray unlearn (module docstring): clamp at zero
+            rows = [(max(spam, 0), max(ham, 0)) for spam, ham in rows]
+        return cast("list[tuple[int, int]]", rows)
+
+    def keys(self, tokens: Sequence[int]) -> list[str]:
+        """The Store keys of ``tokens``, in order. The hex digits come from one
+        ``bytes.hex`` of the packed tokens: half the cost of formatting each token."""
+        digits = struct.pack(f">{len(tokens)}Q", *tokens).hex()
         prefix = self._prefix
-        keys = [f"{prefix}{t:016x}" for t in tokens]
-        rows = await self._store.hmget_many(keys, _fields(user))
-        return [(_count(spam), _count(ham)) for spam, ham in rows]
+        return [prefix + digits[i : i + 16] for i in range(0, len(digits), 16)]
 
     async def learn(
         self, tokens: Sequence[int], is_spam: bool, user: str | None = None, delta: int = 1
     ) -> None:
         field = _fields(user)[0 if is_spam else 1]
         amount = {field: delta}
-        prefix = self._prefix
-        amounts = {f"{prefix}{t:016x}": amount for t in tokens}  # duplicates count once
+        # One shared mapping: the stores group keys by it (duplicates count once).
+        amounts = dict.fromkeys(self.keys(tokens), amount)
         amounts[self._learns_key] = amount
         await self._store.hincrby_many(amounts, ttl=self._ttl)
 
     async def learn_counts(self, user: str | None = None) -> tuple[int, int]:
-        ((spam, ham),) = await self._store.hmget_many([self._learns_key], _fields(user))
-        return _count(spam), _count(ham)
+        ((spam, ham),) = await self._store.hcounters_many([self._learns_key], _fields(user))
+        return max(spam, 0), max(ham, 0)
 
 
 def _fields(user: str | None) -> tuple[str, str]:

@@ -28,9 +28,10 @@ The data model is Redis's, cut down to what those users need:
   expires); every other writer sets the expiry to ``ttl`` from now when given and leaves
   the key's current expiry alone when ``ttl`` is None. An expired key written again starts
   afresh, empty.
-- **Batches**: ``mget``, ``hmget_many`` and ``hincrby_many`` each take one round trip to
-  Redis (a pipeline) or one transaction in SQLite, whatever their size, so that Bayes reads
-  or learns the hundreds of tokens of a message at the cost of one call.
+- **Batches**: ``mget``, ``hmget_many``, ``hcounters_many`` and ``hincrby_many`` each take
+  one round trip to Redis (one command: a pipeline, or a server-side script for the two
+  that Bayes calls with hundreds of keys) or one transaction in SQLite, whatever their size,
+  so that Bayes reads or learns the tokens of a message at the cost of one call.
 - **Errors**: ``StoreUnavailable`` when the backend cannot answer now (Redis down or slow,
   the SQLite file locked past its busy timeout, a full disk). Modules turn it into a
   temporary failure (a ``*_TEMPFAIL`` symbol or a 451), never a lost message.
@@ -144,11 +145,22 @@ class Store(Protocol):
         """For each key in order, the values of ``fields`` in order (None where missing),
         in one round trip: Bayes reads every token of a message with one call."""
 
+    async def hcounters_many(
+        self, keys: Sequence[str], fields: Sequence[str]
+    ) -> list[tuple[int, ...]]:
+        """For each key in order, the counters at ``fields`` in order, 0 where the key or
+        the field is missing, in one round trip: Bayes reads every token of a message with
+        one call, and pays for decoding only the few tokens it knows. ``WrongType`` when a
+        key holds another kind, or a value is not a signed 64-bit decimal integer."""
+
     async def hincrby_many(
         self, amounts: Mapping[str, Mapping[str, int]], ttl: float | None = None
     ) -> None:
         """``hincrby`` for each key of ``amounts`` in one round trip (Bayes learning);
-        ``ttl``, when given, applies to every key touched."""
+        ``ttl``, when given, applies to every key touched. Keys that share one amounts
+        mapping (``dict.fromkeys(keys, {"S": 1})``) cost least. When a key meets
+        ``WrongType`` the batch is refused: nothing of it is applied on SQLite; on Redis
+        the keys before the bad one may have been."""
 
     # -- lists --------------------------------------------------------------------------
 

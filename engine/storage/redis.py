@@ -21,8 +21,18 @@ Theory of operation
   process run an asyncio loop under trio for the engine's whole life.
 - **Round trips.** Every method is one round trip: single commands, or one pipeline for
   the batches and for a write with its expiry. Writes that touch several commands run as
-  ``MULTI``/``EXEC`` so another client never sees a counter without its expiry, nor half a
-  learned message.
+  ``MULTI``/``EXEC`` (or in a script, which Redis runs as one) so another client never
+  sees a counter without its expiry, nor half a learned message.
+- **Bayes batches run as server-side scripts.** ``hcounters_many`` and ``hincrby_many``
+  carry hundreds of keys. As a pipeline (one ``HMGET`` per key), redis-py spent 5.7 ms of
+  CPU on a 420-token read, encoding 420 commands and parsing 840 replies in Python. As one
+  ``EVALSHA`` whose argument is the keys joined by newlines, answered by one string that
+  lists only the keys that exist, the client spends 0.34 ms; Redis spends about 1 ms more
+  than for the pipeline (its Lua calls ``HMGET`` per key: 2.3 ms a read in all, on the VM
+  above), which sizing must allow for. The keys travel as an argument, not as ``KEYS``,
+  as Rspamd's Bayes scripts do: that is what keeps the client cheap, and it ties these
+  calls to one Redis server (no Cluster). A key with a newline in it goes the pipeline
+  way. After a Redis restart, redis-py loads the script again once (``NOSCRIPT``).
 - **Keys** are ``prefix + key`` (default ``milterd:``), so one Redis database can hold
   other applications' data; ``scan`` strips the prefix again.
 - **Errors** are mapped at this edge: a refused or dropped connection, a timeout, or a
@@ -62,6 +72,68 @@ DEFAULT_PREFIX: Final = "milterd:"
 _SCAN_COUNT: Final = 1000
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 _TYPE_ERRORS = ("WRONGTYPE", "not an integer", "overflow")
+_INT64 = range(-(2**63), 2**63)
+
+# ARGV: the store prefix, the keys joined by "\n", then the fields. Returns "i v1 v2 …"
+# for each key i (0-based) that has any of the fields, space-separated: unknown keys cost
+# the client nothing. A value that is not an integer is an error, as HINCRBY would say.
+_HCOUNTERS_LUA = """
+local prefix, joined = ARGV[1], ARGV[2]
+local fields = {}
+for i = 3, #ARGV do fields[i - 2] = ARGV[i] end
+local nf = #fields
+local call, find, sub, match = redis.call, string.find, string.sub, string.match
+local out, n = {}, 0
+local index, start, stop = 0, 1, 0
+local last = #joined + 1
+while stop do
+  stop = find(joined, '\\n', start, true)
+  local values = call('HMGET', prefix .. sub(joined, start, (stop or last) - 1), unpack(fields))
+  for f = 1, nf do
+    if values[f] then
+      n = n + 1
+      out[n] = index
+      for g = 1, nf do
+        local v = values[g] or '0'
+        if #v > 20 or not match(v, '^%-?%d+$') then
+          return redis.error_reply('ERR hash value is not an integer')
+        end
+        n = n + 1
+        out[n] = v
+      end
+      break
+    end
+  end
+  if stop then start = stop + 1 end
+  index = index + 1
+end
+return table.concat(out, ' ')
+"""
+
+# ARGV: the store prefix, the expiry in ms ('' for none), then per group of keys that share
+# their amounts: the number of fields, field and amount pairs, the keys joined by "\n".
+_HINCRBY_LUA = """
+local prefix, px = ARGV[1], tonumber(ARGV[2])
+local call, find, sub = redis.call, string.find, string.sub
+local i = 3
+while i <= #ARGV do
+  local nf = tonumber(ARGV[i])
+  local joined = ARGV[i + 2 * nf + 1]
+  local start, stop = 1, 0
+  local last = #joined + 1
+  while stop do
+    stop = find(joined, '\\n', start, true)
+    local name = prefix .. sub(joined, start, (stop or last) - 1)
+    for f = 1, nf do
+      call('HINCRBY', name, ARGV[i + 2 * f - 1], ARGV[i + 2 * f])
+    end
+    if px then call('PEXPIRE', name, px) end
+    if stop then start = stop + 1 end
+  end
+  i = i + 2 * nf + 2
+end
+return 0
+"""
 
 
 def _ms(ttl: float) -> int:
@@ -90,6 +162,9 @@ class RedisStore:
         self._prefix = prefix
         self._limiter = trio.CapacityLimiter(pool_size)
         self._where = where
+        # Script objects send EVALSHA, and load the script once when Redis answers NOSCRIPT.
+        self._hcounters = client.register_script(_HCOUNTERS_LUA)
+        self._hincrby = client.register_script(_HINCRBY_LUA)
 
     @classmethod
     def from_url(
@@ -269,11 +344,37 @@ class RedisStore:
 
         return cast("list[list[bytes | None]]", await self._pipeline(build, atomic=False))
 
+    async def hcounters_many(
+        self, keys: Sequence[str], fields: Sequence[str]
+    ) -> list[tuple[int, ...]]:
+        if not keys:
+            return []
+        if not fields:
+            return [() for _ in keys]
+        joined = "\n".join(keys)
+        if joined.count("\n") != len(keys) - 1:  # a key holds a newline: the long way
+            rows = await self.hmget_many(keys, fields)
+            return [tuple(_counter(value) for value in row) for row in rows]
+        args = [self._prefix, joined, *fields]
+        answer = cast("bytes", await self._run(lambda: self._hcounters(keys=(), args=args)))
+        width = len(fields) + 1
+        numbers = list(map(int, answer.split()))
+        if numbers and (max(numbers) not in _INT64 or min(numbers) not in _INT64):
+            raise WrongType("a hash value is not a 64-bit integer")
+        out = [(0,) * len(fields)] * len(keys)
+        for at in range(0, len(numbers), width):
+            out[numbers[at]] = tuple(numbers[at + 1 : at + width])
+        return out
+
     async def hincrby_many(
         self, amounts: Mapping[str, Mapping[str, int]], ttl: float | None = None
     ) -> None:
         check_ttl(ttl)
         if not any(amounts.values()):
+            return
+        args = _hincrby_args(self._prefix, amounts, ttl)
+        if args is not None:
+            await self._run(lambda: self._hincrby(keys=(), args=args))
             return
 
         def build(pipe: redis.client.Pipeline) -> None:
@@ -312,6 +413,44 @@ class RedisStore:
         # only return their connections to a pool that is being discarded.
         self._client.close()
         self._client.connection_pool.disconnect()
+
+
+def _counter(value: bytes | None) -> int:
+    if value is None:
+        return 0
+    try:
+        number = int(value)
+    except ValueError:
+        raise WrongType("a hash value is not an integer") from None
+    if number not in _INT64:
+        raise WrongType("a hash value is not a 64-bit integer")
+    return number
+
+
+def _hincrby_args(
+    prefix: str, amounts: Mapping[str, Mapping[str, int]], ttl: float | None
+) -> list[EncodableT] | None:
+    """The ``_HINCRBY_LUA`` arguments, or None when a key holds a newline."""
+    by_amounts: dict[tuple[tuple[str, int], ...], list[str]] = {}
+    last: Mapping[str, int] | None = None
+    bucket: list[str] = []
+    for key, fields in amounts.items():
+        if not fields:
+            continue
+        if fields is not last:  # Bayes shares one mapping between all its keys: one lookup
+            last = fields
+            bucket = by_amounts.setdefault(tuple(fields.items()), [])
+        bucket.append(key)
+    args: list[EncodableT] = [prefix, "" if ttl is None else _ms(ttl)]
+    for pairs, keys in by_amounts.items():
+        joined = "\n".join(keys)
+        if joined.count("\n") != len(keys) - 1:
+            return None
+        args.append(len(pairs))
+        for field, amount in pairs:
+            args += (field, amount)
+        args.append(joined)
+    return args
 
 
 def _queue_hincrby(

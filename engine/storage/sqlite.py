@@ -13,26 +13,53 @@ Theory of operation
   behind the store's capacity limiter; the single connection is never used by two threads
   at once. A cancelled caller waits for its call to finish (it is short), so a transaction
   is never left half done on the shared connection.
-- **Layout.** ``keys`` has one row per key: its kind, its value (strings only) and its
-  expiry (Unix time). Hash fields live in ``hash``, list entries in ``list``. A counter
-  written by ``incrby`` is an SQLite integer and reads back as ASCII decimal bytes, the
-  same bytes Redis gives.
+- **Layout.** ``keys`` has one row per key: its kind, its value and its expiry (Unix
+  time). A counter written by ``incrby`` is an SQLite integer and reads back as ASCII
+  decimal bytes, the same bytes Redis gives. List entries live in ``list``.
+- **Hashes are inline while they are short.** A hash's fields sit in its ``keys`` row as
+  a JSON object (counters as JSON numbers, so that SQL adds to them; other values as hex
+  text, since SQLite's JSON cannot carry a NUL) until the JSON grows past
+  ``_INLINE_MAX``; from then on the fields live in ``hash``, one row each, and the row's
+  value is NULL (as every hash of layout 1 was). Bayes keeps one two-field hash per
+  token, a million of them for two thousand learned messages: with a row for the key
+  and a row per field, reading 400 of them cost 1.3 ms of SQLite time and learning one
+  message wrote two random pages per token; inline, 0.8 ms and one page, and the file
+  is half the size (1M tokens, 2-core EPYC VM). Field names that JSON escapes (quotes,
+  backslashes, control characters) work, by way of Python instead of SQL.
 - **Expiry.** Readers ignore rows whose expiry has passed, so a key is gone the moment it
   expires. A writer that meets an expired key drops it and its fields first (so they
-  cannot come back). The space is reclaimed in batches: after every ``_PURGE_EVERY`` keys
-  written by this process, up to twice that many expired keys are deleted, so the purge
-  keeps ahead of the writes that create keys.
-- **Batches** (``mget``, ``hmget_many``, ``hincrby_many``) are one transaction each.
+  cannot come back). The space is reclaimed by a sweep: after every ``_PURGE_EVERY`` keys
+  written by this process, the next ``2 * _PURGE_EVERY`` keys in key order are looked at
+  and the expired ones deleted, so the sweep goes round the table faster than writes
+  fill it. An index on the expiry (layout 1) found them without looking, but cost a
+  random page write for every key whose expiry a write moved, and a third of the file.
+- **Batches** (``mget``, ``hmget_many``, ``hcounters_many``, ``hincrby_many``) are one
+  transaction each. The two Bayes calls, with hundreds of keys, pass their keys as one
+  JSON array that SQLite walks with ``json_each``: one statement, prepared once and cached,
+  instead of a new ``IN (?, ?, …)`` statement for every length. ``hincrby_many`` writes
+  each field of a group of keys with one ``INSERT … SELECT … ON CONFLICT DO UPDATE`` on
+  the inline JSON; when a key needs more care (it expired, holds another kind, keeps its
+  fields in ``hash``, is about to outgrow inline, or a counter is not an integer or would
+  overflow), the batch is rolled back to a savepoint and redone key by key, which gives
+  the exact answer (and the exact error).
+- **Memory-mapped reads.** Bayes reads land on random pages of a file of tens of
+  megabytes: reading them through ``mmap`` rather than SQLite's page cache (2 MB by
+  default, one copy per process) about halved their CPU (2.1 → 1.1 ms for 420 tokens in
+  layout 1), and shares one copy of the pages between the worker processes, through the
+  OS page cache.
+- **SQLite 3.38** or later, with its JSON functions (built in since then), is needed.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import re
 import sqlite3
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 import trio
 
@@ -52,7 +79,14 @@ _PURGE_EVERY: Final = 1000
 _SCAN_BATCH: Final = 1000
 # Rows per IN (...) list: far below SQLite's variable limit (32766 by default since 3.32).
 _CHUNK: Final = 500
-_SCHEMA_VERSION: Final = 1
+_SCHEMA_VERSION: Final = 2
+# Inline hashes up to this many characters of JSON; a longer one keeps its fields in ``hash``.
+_INLINE_MAX: Final = 512
+# Field names that SQLite's JSON paths can address: none that JSON escapes.
+_PLAIN_FIELD: Final = re.compile(r'[^"\\\x00-\x1f]*')
+# Address space, not memory: pages are mapped as they are read, and the OS may drop them.
+# Beyond this size the rest of a file is read the ordinary way.
+_MMAP_SIZE: Final = 1 << 30
 _STRING, _HASH, _LIST = 0, 1, 2
 _INT64 = range(-(2**63), 2**63)
 # What Redis accepts as an integer (string2ll): no sign but '-', no leading zero, no spaces.
@@ -65,7 +99,6 @@ CREATE TABLE IF NOT EXISTS keys (
     value BLOB,
     expires REAL
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS keys_expires ON keys (expires) WHERE expires IS NOT NULL;
 CREATE TABLE IF NOT EXISTS hash (
     key TEXT NOT NULL,
     field TEXT NOT NULL,
@@ -80,7 +113,7 @@ CREATE TABLE IF NOT EXISTS list (
 ) WITHOUT ROWID;
 """
 
-Row = tuple[int, bytes | int | None, float | None]  # kind, value, expires
+Row = tuple[int, bytes | int | str | None, float | None]  # kind, value, expires
 
 
 def _as_bytes(value: bytes | int) -> bytes:
@@ -131,11 +164,14 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._limiter = trio.CapacityLimiter(1)
         self._written = 0  # keys written by this process since the last purge
+        self._sweep_after: str | None = None  # where this process's purge goes on from
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
+            if sqlite3.sqlite_version_info < (3, 38, 0):  # json_each, json_extract, ->>
+                raise sqlite3.OperationalError(f"needs SQLite 3.38+, not {sqlite3.sqlite_version}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(
                 self.path,
@@ -146,6 +182,7 @@ class SqliteStore:
             try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA mmap_size={_MMAP_SIZE}")
                 # IMMEDIATE: processes opening a new file together create it one at a time.
                 with _transaction(db, immediate=True):
                     if db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
@@ -179,7 +216,7 @@ class SqliteStore:
                 result = fn(db, time.time())
             if purge:
                 try:
-                    _purge(db, 2 * _PURGE_EVERY)
+                    _, self._sweep_after, _ = _sweep(db, self._sweep_after, 2 * _PURGE_EVERY)
                 except sqlite3.OperationalError as exc:
                     # The caller's write is committed: a purge that met a busy file waits
                     # for the next round rather than failing it.
@@ -188,10 +225,15 @@ class SqliteStore:
 
         return await self._run(write)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
-        """Run ``fn(db, now)`` on one snapshot of the database."""
+    async def _read(
+        self, fn: Callable[[sqlite3.Connection, float], T], *, transaction: bool = True
+    ) -> T:
+        """Run ``fn(db, now)`` on one snapshot of the database (a single statement is one
+        by itself: ``transaction=False``)."""
 
         def read(db: sqlite3.Connection) -> T:
+            if not transaction:
+                return fn(db, time.time())
             with _transaction(db):
                 return fn(db, time.time())
 
@@ -205,7 +247,7 @@ class SqliteStore:
             if row is None:
                 return None
             _expect(row, _STRING, key)
-            assert row[1] is not None
+            assert isinstance(row[1], bytes | int)  # a string's value is never NULL or text
             return _as_bytes(row[1])
 
         return await self._read(get)
@@ -243,7 +285,7 @@ class SqliteStore:
             row = _live_for_write(db, key, now)
             if row is not None:
                 _expect(row, _STRING, key)
-            value = _as_int(None if row is None else row[1], key) + amount
+            value = _as_int(None if row is None else cast("bytes | int", row[1]), key) + amount
             if value not in _INT64:
                 raise WrongType(f"{key}: increment would overflow")
             expires = now + ttl if ttl is not None else None if row is None else row[2]
@@ -302,6 +344,9 @@ class SqliteStore:
             if row is None:
                 return None
             _expect(row, _HASH, key)
+            if row[1] is not None:
+                value = _inline(row[1]).get(field)
+                return None if value is None else _as_bytes(value)
             found = db.execute(
                 "SELECT value FROM hash WHERE key = ? AND field = ?", (key, field)
             ).fetchone()
@@ -315,11 +360,8 @@ class SqliteStore:
             return
 
         def hset(db: sqlite3.Connection, now: float) -> None:
-            _open_container(db, key, _HASH, ttl, now)
-            db.executemany(
-                "INSERT OR REPLACE INTO hash (key, field, value) VALUES (?, ?, ?)",
-                [(key, field, bytes(value)) for field, value in values.items()],
-            )
+            row = _open_container(db, key, _HASH, ttl, now)
+            _write_fields(db, key, row, {field: bytes(value) for field, value in values.items()})
 
         await self._write(hset)
 
@@ -337,8 +379,7 @@ class SqliteStore:
             if row is None:
                 return {}
             _expect(row, _HASH, key)
-            rows = db.execute("SELECT field, value FROM hash WHERE key = ?", (key,))
-            return {field: _as_bytes(value) for field, value in rows}
+            return {field: _as_bytes(value) for field, value in _fields(db, key, row).items()}
 
         return await self._read(hgetall)
 
@@ -354,23 +395,69 @@ class SqliteStore:
         def hmget_many(db: sqlite3.Connection, now: float) -> list[list[bytes | None]]:
             values: dict[tuple[str, str], bytes] = {}
             for chunk in _chunks(keys):
-                # One query per chunk: the live keys with their kind, joined to the wanted
-                # fields (NULL field where the hash lacks them all).
+                # One query per chunk: the live keys with their kind and inline fields,
+                # joined to the wanted fields of the hashes kept in ``hash``.
                 rows = db.execute(
-                    "SELECT k.key, k.kind, h.field, h.value FROM keys AS k"
-                    f" LEFT JOIN hash AS h ON h.key = k.key AND h.field IN ({_marks(len(wanted))})"
+                    "SELECT k.key, k.kind, k.value, h.field, h.value FROM keys AS k"
+                    " LEFT JOIN hash AS h ON k.value IS NULL AND h.key = k.key"
+                    f" AND h.field IN ({_marks(len(wanted))})"
                     f" WHERE k.key IN ({_marks(len(chunk))})"
                     " AND (k.expires IS NULL OR k.expires > ?)",
                     (*wanted, *chunk, now),
                 )
-                for key, kind, field, value in rows:
+                for key, kind, inline, field, value in rows:
                     if kind != _HASH:
                         raise WrongType(f"{key} does not hold a hash")
-                    if field is not None:
+                    if inline is not None:
+                        found = _inline(inline)
+                        values.update(((key, f), _as_bytes(found[f])) for f in wanted if f in found)
+                    elif field is not None:
                         values[key, field] = _as_bytes(value)
             return [[values.get((key, field)) for field in fields] for key in keys]
 
         return await self._read(hmget_many)
+
+    async def hcounters_many(
+        self, keys: Sequence[str], fields: Sequence[str]
+    ) -> list[tuple[int, ...]]:
+        if not keys:
+            return []
+        if not fields:
+            return [() for _ in keys]
+        wanted = json.dumps(list(keys), ensure_ascii=False)
+        if "\\u0000" in wanted or not all(map(_PLAIN_FIELD.fullmatch, fields)):
+            # SQLite's JSON would end a key at its NUL, and cannot address a field whose
+            # name JSON escapes: the general road.
+            rows = await self.hmget_many(keys, fields)
+            return [
+                tuple(_as_int(v, key) for v in row) for key, row in zip(keys, rows, strict=True)
+            ]
+        sql = _counters_sql(len(fields))
+        params = (wanted, *fields, *[f'$."{field}"' for field in fields])
+        zero = (0,) * len(fields)
+
+        def hcounters_many(db: sqlite3.Connection, now: float) -> list[tuple[int, ...]]:
+            out = [zero] * len(keys)
+            rows = db.execute(sql, (*params, now))
+            # Rows only for the keys that exist: most Bayes tokens of a message are unknown.
+            if len(fields) == 2:  # Bayes: (spam, ham), unpacked without a list per row
+                for index, kind, a, b in rows:
+                    if kind != _HASH:
+                        raise WrongType(f"{keys[index]} does not hold a hash")
+                    if a.__class__ is not int or b.__class__ is not int:
+                        a, b = _counter(a, keys[index]), _counter(b, keys[index])
+                    out[index] = (a, b)
+                return out
+            for index, kind, *values in rows:
+                if kind != _HASH:
+                    raise WrongType(f"{keys[index]} does not hold a hash")
+                out[index] = tuple(
+                    [v if v.__class__ is int else _counter(v, keys[index]) for v in values]
+                )
+            return out
+
+        # One statement is one snapshot: no BEGIN … COMMIT around it.
+        return await self._read(hcounters_many, transaction=False)
 
     async def hincrby_many(
         self, amounts: Mapping[str, Mapping[str, int]], ttl: float | None = None
@@ -379,8 +466,16 @@ class SqliteStore:
         todo = {key: fields for key, fields in amounts.items() if fields}
         if not todo:
             return
+        groups = _group_amounts(todo)
 
         def hincrby_many(db: sqlite3.Connection, now: float) -> None:
+            if groups is not None:
+                db.execute("SAVEPOINT hincrby_many")
+                if _hincrby_groups(db, groups, ttl, now):
+                    db.execute("RELEASE hincrby_many")
+                    return
+                db.execute("ROLLBACK TO hincrby_many")
+                db.execute("RELEASE hincrby_many")
             for key, fields in todo.items():
                 _hincrby(db, key, fields, ttl, now)
 
@@ -435,7 +530,18 @@ class SqliteStore:
     async def purge_expired(self, limit: int = 2 * _PURGE_EVERY) -> int:
         """Delete up to ``limit`` expired keys now; return how many went. Writes do this
         on their own; this is for maintenance commands and tests."""
-        return await self._run(lambda db: _purge(db, limit))
+
+        def purge(db: sqlite3.Connection) -> int:
+            deleted, ends = 0, 0
+            while deleted < limit and ends < 2:  # twice to the end: every key seen once
+                found, self._sweep_after, at_end = _sweep(
+                    db, self._sweep_after, _SCAN_BATCH, limit - deleted
+                )
+                deleted += found
+                ends += at_end
+            return deleted
+
+        return await self._run(purge)
 
     async def aclose(self) -> None:
         if self._db is not None:
@@ -473,6 +579,9 @@ def _create_schema(db: sqlite3.Connection) -> None:
             " SELECT key, 0, value, expires FROM kv"
         )
         db.execute("DROP TABLE kv")
+    # Layout 1 indexed the expiry for the purge, which now sweeps the keys in order: the
+    # index cost a random page write per token a learn touched, and a third of the file.
+    db.execute("DROP INDEX IF EXISTS keys_expires")
     db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
 
 
@@ -512,19 +621,73 @@ def _drop_children(db: sqlite3.Connection, key: str, kind: int | None = None) ->
 
 def _open_container(
     db: sqlite3.Connection, key: str, kind: int, ttl: float | None, now: float
-) -> None:
-    """Make sure ``key`` is a live hash or list (creating it) and apply ``ttl``."""
+) -> Row | None:
+    """Make sure ``key`` is a live hash or list (creating it) and apply ``ttl``; return its
+    row as it was, or None when it was created (a new hash starts inline and empty)."""
     row = _live_for_write(db, key, now)
     expires = None if ttl is None else now + ttl
     if row is None:
         db.execute(
-            "INSERT INTO keys (key, kind, value, expires) VALUES (?, ?, NULL, ?)",
-            (key, kind, expires),
+            "INSERT INTO keys (key, kind, value, expires) VALUES (?, ?, ?, ?)",
+            (key, kind, "{}" if kind == _HASH else None, expires),
         )
-        return
+        return None
     _expect(row, kind, key)
     if ttl is not None:
         db.execute("UPDATE keys SET expires = ? WHERE key = ?", (expires, key))
+    return row
+
+
+def _inline(text: object) -> dict[str, bytes | int]:
+    """The fields of an inline hash (its row's JSON text): counters as ``int``, other
+    values as ``bytes``."""
+    fields: dict[str, bytes | int | str] = json.loads(cast("str", text))
+    for field, value in fields.items():
+        if isinstance(value, str):
+            fields[field] = bytes.fromhex(value)
+    return cast("dict[str, bytes | int]", fields)
+
+
+def _inline_json(fields: Mapping[str, bytes | int]) -> str:
+    """Inline hash text: a value that is a canonical 64-bit integer (``b"42"`` too) as a
+    JSON number, which SQL can add to; any other bytes as hex (JSON text cannot carry NUL
+    through SQLite). Field names raw, not escaped, so that SQLite's paths find them."""
+    out: dict[str, int | str] = {}
+    for field, value in fields.items():
+        if isinstance(value, int):
+            out[field] = value
+        elif _INTEGER.fullmatch(value) is not None and int(value) in _INT64:
+            out[field] = int(value)
+        else:
+            out[field] = bytes(value).hex()
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def _fields(db: sqlite3.Connection, key: str, row: Row) -> dict[str, bytes | int]:
+    """Every field of the live hash ``key`` whose row is ``row``."""
+    if row[1] is not None:
+        return _inline(row[1])
+    return dict(db.execute("SELECT field, value FROM hash WHERE key = ?", (key,)).fetchall())
+
+
+def _write_fields(
+    db: sqlite3.Connection, key: str, row: Row | None, updates: Mapping[str, bytes | int]
+) -> None:
+    """Set ``updates`` in the hash ``key`` (``row`` as ``_open_container`` returned it),
+    inline while the hash stays short, in ``hash`` from the write that makes it long."""
+    if row is None or row[1] is not None:
+        fields = {} if row is None else _inline(row[1])
+        fields.update(updates)
+        text = _inline_json(fields)
+        if len(text) <= _INLINE_MAX:
+            db.execute("UPDATE keys SET value = ? WHERE key = ?", (text, key))
+            return
+        db.execute("UPDATE keys SET value = NULL WHERE key = ?", (key,))
+        updates = fields
+    db.executemany(
+        "INSERT OR REPLACE INTO hash (key, field, value) VALUES (?, ?, ?)",
+        [(key, field, value) for field, value in updates.items()],
+    )
 
 
 def _hincrby(
@@ -534,21 +697,111 @@ def _hincrby(
     ttl: float | None,
     now: float,
 ) -> dict[str, int]:
-    _open_container(db, key, _HASH, ttl, now)
+    row = _open_container(db, key, _HASH, ttl, now)
+    current: Mapping[str, bytes | int]
+    if row is None or row[1] is not None:
+        current = {} if row is None else _inline(row[1])
+    else:
+        marks = _marks(len(amounts))
+        current = dict(
+            db.execute(
+                f"SELECT field, value FROM hash WHERE key = ? AND field IN ({marks})",
+                (key, *amounts),
+            ).fetchall()
+        )
     out: dict[str, int] = {}
     for field, amount in amounts.items():
-        found = db.execute(
-            "SELECT value FROM hash WHERE key = ? AND field = ?", (key, field)
-        ).fetchone()
-        value = _as_int(None if found is None else found[0], f"{key} {field}") + amount
+        value = _as_int(current.get(field), f"{key} {field}") + amount
         if value not in _INT64:
             raise WrongType(f"{key} {field}: increment would overflow")
-        db.execute(
-            "INSERT OR REPLACE INTO hash (key, field, value) VALUES (?, ?, ?)",
-            (key, field, value),
-        )
         out[field] = value
+    _write_fields(db, key, row, out)
     return out
+
+
+def _counter(value: bytes | str | None, key: str) -> int:
+    """A counter that did not come out of SQLite as an integer: hex text from an inline
+    hash, bytes from ``hash``, or nothing."""
+    return _as_int(bytes.fromhex(value) if isinstance(value, str) else value, key)
+
+
+@functools.cache
+def _counters_sql(n_fields: int) -> str:
+    """The ``hcounters_many`` query for ``n_fields`` fields: ``?1`` the keys (JSON),
+    ``?2`` … the fields, then their JSON paths (``$."S"``: made once in Python, not once
+    a row in SQL, 0.15 ms a 400-token read), the last parameter now. One row per live key, with its index in
+    the array (``json_each``'s ``key``), its kind and the values (0 when missing), from
+    the inline hash (``json_extract``) or from ``hash`` for a hash kept there."""
+    values = ", ".join(
+        f"coalesce(CASE WHEN k.value IS NULL"
+        f" THEN (SELECT value FROM hash WHERE key = k.key AND field = ?{i + 2})"
+        f" ELSE json_extract(k.value, ?{i + 2 + n_fields}) END, 0)"
+        for i in range(n_fields)
+    )
+    return (
+        f"SELECT j.key, k.kind, {values} FROM json_each(?1) AS j"
+        " JOIN keys AS k ON k.key = j.value"
+        f" WHERE k.expires IS NULL OR k.expires > ?{2 * n_fields + 2}"
+    )
+
+
+# ?1 the keys (JSON), ?2 the field, ?3 the amount, ?4 now, ?5 the expiry (ttl only).
+_HINCRBY_UPSERT: Final = (
+    "INSERT INTO keys (key, kind, value, expires)"
+    f" SELECT value, {_HASH}, json_object(?2, ?3), {{expires}} FROM json_each(?1) WHERE true"
+    " ON CONFLICT (key) DO UPDATE SET"
+    " value = json_set(value, '$.\"' || ?2 || '\"',"
+    " coalesce(json_extract(value, '$.\"' || ?2 || '\"'), 0) + ?3){refresh}"
+    f" WHERE kind = {_HASH} AND value IS NOT NULL AND (expires IS NULL OR expires > ?4)"
+    f" AND length(value) < {_INLINE_MAX}"
+    " AND typeof(coalesce(json_extract(value, '$.\"' || ?2 || '\"'), 0)) = 'integer'"
+    " AND typeof(coalesce(json_extract(value, '$.\"' || ?2 || '\"'), 0) + ?3) = 'integer'"
+)
+_UPSERT_TTL: Final = _HINCRBY_UPSERT.format(expires="?5", refresh=", expires = excluded.expires")
+_UPSERT_KEEP: Final = _HINCRBY_UPSERT.format(expires="NULL", refresh="")
+
+_Group = tuple[list[tuple[str, int]], str, int]  # (field, amount) pairs, keys as JSON, count
+
+
+def _group_amounts(todo: Mapping[str, Mapping[str, int]]) -> list[_Group] | None:
+    """The keys grouped by their amounts, for one statement per group and field; None when
+    the batch must go key by key (an amount SQLite cannot bind, a key or a field name that
+    SQLite's JSON cannot carry)."""
+    by_amounts: dict[tuple[tuple[str, int], ...], list[str]] = {}
+    last: Mapping[str, int] | None = None
+    bucket: list[str] = []
+    for key, fields in todo.items():
+        if fields is not last:  # Bayes shares one mapping between all its keys: one lookup
+            last = fields
+            bucket = by_amounts.setdefault(tuple(fields.items()), [])
+        bucket.append(key)
+    groups: list[_Group] = []
+    for pairs, keys in by_amounts.items():
+        if any(amount not in _INT64 or not _PLAIN_FIELD.fullmatch(f) for f, amount in pairs):
+            return None
+        encoded = json.dumps(keys, ensure_ascii=False)
+        if "\\u0000" in encoded:
+            return None
+        groups.append((list(pairs), encoded, len(keys)))
+    return groups
+
+
+def _hincrby_groups(
+    db: sqlite3.Connection, groups: list[_Group], ttl: float | None, now: float
+) -> bool:
+    """``hincrby_many`` with a statement per group and field, for inline hashes; False
+    (with part of it done: the caller rolls back) when a key needs the careful road: it
+    expired, it is not a hash, it keeps its fields in ``hash``, it is about to outgrow
+    inline, or a counter is not an integer or would overflow (SQLite makes a float of an
+    overflowing sum)."""
+    upsert = _UPSERT_KEEP if ttl is None else _UPSERT_TTL
+    expires = () if ttl is None else (now + ttl,)
+    for pairs, encoded, count in groups:
+        for field, amount in pairs:
+            written = db.execute(upsert, (encoded, field, amount, now, *expires)).rowcount
+            if written != count:
+                return False
+    return True
 
 
 def _scan(
@@ -567,14 +820,38 @@ def _scan(
     return [key for (key,) in rows]
 
 
-def _purge(db: sqlite3.Connection, limit: int) -> int:
-    """Delete up to ``limit`` expired keys, with their fields, in one transaction."""
+def _sweep(
+    db: sqlite3.Connection, after: str | None, examine: int, limit: int | None = None
+) -> tuple[int, str | None, bool]:
+    """Look at up to ``examine`` keys after ``after`` (None: from the first) in key order
+    and delete the expired ones among them, at most ``limit``, with their fields, in one
+    transaction. Returns how many went, where the next sweep goes on from, and whether
+    this one reached the last key (the next one starts over)."""
+    now = time.time()
     with _transaction(db, immediate=True):
-        expired = db.execute(
-            "SELECT key, kind FROM keys WHERE expires <= ? LIMIT ?", (time.time(), limit)
+        sql = "SELECT key, kind, expires FROM keys"
+        rows = db.execute(
+            sql
+            + (
+                " WHERE key > ? ORDER BY key LIMIT ?"
+                if after is not None
+                else " ORDER BY key LIMIT ?"
+            ),
+            (after, examine) if after is not None else (examine,),
         ).fetchall()
+        expired: list[tuple[str, int]] = []
+        last = after
+        for key, kind, expires in rows:
+            if expires is not None and expires <= now:
+                if limit is not None and len(expired) == limit:
+                    break  # the next sweep starts at this one
+                expired.append((key, kind))
+            last = key
+        else:
+            if len(rows) < examine:
+                last = None
         for key, kind in expired:
             if kind != _STRING:
                 _drop_children(db, key, kind)
         db.executemany("DELETE FROM keys WHERE key = ?", [(key,) for key, _ in expired])
-    return len(expired)
+    return len(expired), last, last is None

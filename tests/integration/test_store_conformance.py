@@ -320,6 +320,107 @@ async def test_hincrby_many_ttl_applies_to_every_key(store: Store) -> None:
     assert await store.hmget_many(["a", "b", "c"], ["f"]) == [[None], [None], [b"3"]]
 
 
+async def test_hcounters_many_reads_counters_in_order(store: Store) -> None:
+    await store.hincrby_many({"t1": {"s": 3, "h": 1}, "t2": {"h": 5}, "neg": {"s": -2}})
+    await store.hset("text", {"s": b"42", "h": b"-7"})  # counters written as strings
+    keys = ["t2", "missing", "t1", "t2", "text", "neg"]
+    assert await store.hcounters_many(keys, ["s", "h"]) == [
+        (0, 5),
+        (0, 0),
+        (3, 1),
+        (0, 5),
+        (42, -7),
+        (-2, 0),
+    ]
+    assert await store.hcounters_many(["t1"], ["h", "zz", "s"]) == [(1, 0, 3)]
+    assert await store.hcounters_many([], ["s"]) == []
+    assert await store.hcounters_many(["t1", "t2"], []) == [(), ()]
+
+
+async def test_hcounters_many_refuses_what_is_not_a_counter(store: Store) -> None:
+    await store.hset("h", {"s": b"1", "word": b"many", "big": str(2**63).encode()})
+    await store.set("string", b"1")
+    for fields in (["s", "word"], ["big"]):
+        with pytest.raises(WrongType):
+            await store.hcounters_many(["h"], fields)
+    with pytest.raises(WrongType):
+        await store.hcounters_many(["h", "string"], ["s"])
+    assert await store.hcounters_many(["h"], ["s"]) == [(1,)]
+
+
+async def test_hcounters_many_any_key_text_and_expiry(store: Store) -> None:
+    odd = ["with\nnewline", "nul\x00inside", "clé ✓ 鍵", 'quote " and \\ slash', ""]
+    await store.hincrby_many({key: {"f": i + 1} for i, key in enumerate(odd)})
+    assert await store.hcounters_many(odd, ["f"]) == [(1,), (2,), (3,), (4,), (5,)]
+    assert await store.hcounters_many(odd[2:], ["f"]) == [(3,), (4,), (5,)]
+    await store.hincrby_many({"gone": {"f": 1}}, ttl=SHORT)
+    await trio.sleep(WAIT)
+    assert await store.hcounters_many(["gone", odd[2]], ["f"]) == [(0,), (3,)]
+
+
+async def test_hincrby_many_with_shared_and_mixed_amounts(store: Store) -> None:
+    shared = {"s": 1}
+    batch: dict[str, dict[str, int]] = dict.fromkeys([f"t:{i}" for i in range(300)], shared)
+    batch["learns"] = shared
+    batch["other"] = {"h": 2, "s": -1}
+    await store.hset("t:7", {"s": b"10", "x": b"text"})  # a string counter, a text field
+    await store.hincrby_many(batch, ttl=LONG)
+    await store.hincrby_many(batch, ttl=LONG)
+    rows = await store.hcounters_many(["t:0", "t:7", "learns", "other"], ["s", "h"])
+    assert rows == [(2, 0), (12, 0), (2, 0), (-2, 4)]
+    assert await store.hget("t:7", "x") == b"text"
+
+
+async def test_hincrby_many_refuses_a_batch_that_would_overflow(store: Store) -> None:
+    await store.hincrby("top", {"f": 2**63 - 1})
+    with pytest.raises(WrongType):
+        await store.hincrby_many({"top": {"f": 1}})
+    with pytest.raises(WrongType):
+        await store.hincrby_many({"word": {"f": 1}, "top": {"f": 2}, "zz": {"f": 1}})
+    assert await store.hcounters_many(["top"], ["f"]) == [(2**63 - 1,)]
+    await store.hset("word", {"f": b"many"})
+    one = {"f": 1}
+    with pytest.raises(WrongType):
+        await store.hincrby_many(dict.fromkeys(["a", "word"], one))
+
+
+async def test_hincrby_many_restarts_expired_keys_and_refreshes_ttl(store: Store) -> None:
+    await store.hincrby_many({"old": {"f": 5, "g": 1}, "kept": {"f": 1}}, ttl=SHORT)
+    await store.hincrby_many({"kept": {"f": 1}}, ttl=LONG)
+    await trio.sleep(WAIT)
+    one = {"f": 1}
+    await store.hincrby_many(dict.fromkeys(["old", "kept"], one), ttl=LONG)
+    assert await store.hgetall("old") == {"f": b"1"}  # started afresh: no "g", f from 0
+    assert await store.hgetall("kept") == {"f": b"3"}
+
+
+async def test_hashes_of_any_size_and_field_names(store: Store) -> None:
+    # Many and long fields (SQLite moves a long hash out of its key's row), and field
+    # names that JSON must escape (SQLite keeps short hashes as JSON).
+    odd = ['quo"te', "back\\slash", "new\nline", "nul\x00", "clé ✓", "", "S:alice@example.org"]
+    await store.hincrby_many({"h": dict.fromkeys(odd, 1)})
+    await store.hincrby("h", dict.fromkeys(odd, 1))
+    assert await store.hcounters_many(["h"], odd) == [(2,) * len(odd)]
+    wide = {f"field-{i:03d}": i for i in range(200)}
+    for name in ("h", "fresh"):
+        await store.hincrby_many({name: wide, "small": {"n": 1}}, ttl=LONG)
+        await store.hset(name, {"blob": bytes(range(256)), "digits": b"007"})
+        await store.hincrby(name, {"field-007": 1})
+    for name in ("h", "fresh"):
+        everything = await store.hgetall(name)
+        assert everything["field-007"] == b"8"
+        assert everything["field-199"] == b"199"
+        assert everything["blob"] == bytes(range(256))
+        assert everything["digits"] == b"007"
+        assert await store.hget(name, "field-010") == b"10"
+        rows = await store.hcounters_many([name, "small"], ["field-007", "n", "missing"])
+        assert rows == [(8, 0, 0), (0, 2, 0)]
+        assert await store.hmget_many([name], ["blob", "field-001"]) == [[bytes(range(256)), b"1"]]
+        with pytest.raises(WrongType):
+            await store.hincrby(name, {"digits": 1})  # "007" is not how Redis writes 7
+    assert len(await store.hgetall("h")) == len(odd) + 202
+
+
 # -- kinds ----------------------------------------------------------------------------------
 
 

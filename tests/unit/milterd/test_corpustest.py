@@ -89,7 +89,7 @@ def _corpus(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_corpustest_json_has_the_documented_shape(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], offline_env: str
 ) -> None:
     ham, spam = _corpus(tmp_path)
     args = ["corpustest", "--config-dir", str(tmp_path / "none")]
@@ -106,7 +106,7 @@ def test_corpustest_json_has_the_documented_shape(
 
 
 def test_corpustest_text_report_and_plot(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], offline_env: str
 ) -> None:
     ham, spam = _corpus(tmp_path)
     plot = tmp_path / "roc.svg"
