@@ -3,14 +3,17 @@ the whole session.
 
 Whole-engine tests scan mail whose SPF, DKIM and DMARC checks ask DNS. Tests must never
 depend on public DNS, so the session starts an authoritative server for the root zone
-that knows no names (every lookup is a fast, cached NXDOMAIN) and points
-``MILTERD_DNS_NAMESERVERS`` at it: engines built here and daemons started as
-subprocesses both use it. A test that needs records starts its own ``dns_server``.
+that knows no names (every lookup is a fast, cached NXDOMAIN); a test that scans with
+the whole engine passes its address as ``MILTERD_DNS_NAMESERVERS`` (``offline_env``
+sets that for code that reads the process environment, such as the CLI and daemons
+started as subprocesses). A test that needs records starts its own ``dns_server``.
+
+The variable is not set for the whole session: it outranks config files, and the
+SPF/DKIM/DMARC tests point their engines at their own servers in milterd.toml.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import pytest
@@ -24,21 +27,19 @@ if TYPE_CHECKING:
 OFFLINE_DNS_ENV = "MILTERD_DNS_NAMESERVERS"
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def offline_dns() -> Iterator[str]:
     """``host:port`` of a server that answers NXDOMAIN for every name."""
     zones = ZoneData().add_records(".", {})
     with DnsServer(zones, ipv6=False) as server:
-        address = server.nameserver
-        previous = os.environ.get(OFFLINE_DNS_ENV)
-        os.environ[OFFLINE_DNS_ENV] = address
-        try:
-            yield address
-        finally:
-            if previous is None:
-                os.environ.pop(OFFLINE_DNS_ENV, None)
-            else:
-                os.environ[OFFLINE_DNS_ENV] = previous
+        yield server.nameserver
+
+
+@pytest.fixture
+def offline_env(offline_dns: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The offline server in this process's environment, for the CLI and subprocesses."""
+    monkeypatch.setenv(OFFLINE_DNS_ENV, offline_dns)
+    return offline_dns
 
 
 @pytest.fixture

@@ -39,8 +39,8 @@ def _test_failed(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture(scope="session")
-def milterd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Milterd]:
-    server = Milterd(tmp_path_factory.mktemp("milterd"), free_port())
+def milterd_server(tmp_path_factory: pytest.TempPathFactory, offline_dns: str) -> Iterator[Milterd]:
+    server = Milterd(tmp_path_factory.mktemp("milterd"), free_port(), dns=offline_dns)
     yield server
     server.stop()
     assert not server.exit_problems, server.exit_problems

@@ -154,9 +154,16 @@ def _die_with_parent() -> None:
 class Milterd:
     """``milterd run`` as a child process on a fixed 127.0.0.1 port, restartable with new config."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(
+        self, workdir: Path, port: int, *, dns: str | None = None, http: bool = False
+    ) -> None:
+        """``dns``: the nameserver (host:port) milterd asks; ``http``: keep the scan API and
+        controller listeners the config names (off by default: their defaults are fixed
+        ports, and several daemons run at once)."""
         self.workdir = workdir
         self.port = port
+        self.dns = dns
+        self.http = http
         self.address = f"127.0.0.1:{port}"
         self.log_path = workdir / "milterd.log"
         self.log_path.touch()
@@ -182,6 +189,9 @@ class Milterd:
         (config_dir / "milterd.toml").write_text(config)
         offset = self.log_offset()
         env = {**os.environ, "MILTERD_DATA_DIR": str(self.workdir / "data")}
+        if self.dns is not None and "[dns]" not in config:
+            # The variable outranks milterd.toml: a test that names its own server wins.
+            env["MILTERD_DNS_NAMESERVERS"] = self.dns
         env.pop("MILTERD_MILTER_LISTEN", None)
         with self.log_path.open("ab") as log:
             log.write(f"---- milterd start #{self._starts} with config:\n{config}----\n".encode())
@@ -196,12 +206,7 @@ class Milterd:
                     "--config-dir",
                     str(config_dir),
                     *listen,
-                    # The milter only: several daemons (and the HTTP tests) run at once, and
-                    # the scan API and controller default to fixed ports 11333/11334.
-                    "--http-listen",
-                    "off",
-                    "--controller-listen",
-                    "off",
+                    *([] if self.http else ["--http-listen", "off", "--controller-listen", "off"]),
                     "--log-level",
                     "info",
                 ],

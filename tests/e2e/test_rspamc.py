@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -57,10 +58,10 @@ class Rspamc:
 
 
 @pytest.fixture(scope="module")
-def rspamc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rspamc]:
+def rspamc(tmp_path_factory: pytest.TempPathFactory, offline_dns: str) -> Iterator[Rspamc]:
     workdir = tmp_path_factory.mktemp("rspamc")
     scan, controller = free_port(), free_port()
-    server = Milterd(workdir, free_port())
+    server = Milterd(workdir, free_port(), dns=offline_dns, http=True)
     server.use(
         f"""
 [http]
@@ -115,7 +116,13 @@ def test_rspamc_sends_the_envelope(checked: Rspamc) -> None:
 
 def test_rspamc_stat(checked: Rspamc) -> None:
     checked.run(checked.file("clean.eml", message()))
-    out = checked.run("-P", READ, "stat", controller=True)
+    # Scanning workers report their counters to the controller about once a second.
+    deadline = time.monotonic() + 10
+    while True:
+        out = checked.run("-P", READ, "stat", controller=True)
+        if "Messages scanned: 0\n" not in out or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert "Messages scanned: " in out
     assert "Messages with action no action: " in out
     assert "Statfile: BAYES_SPAM" in out
