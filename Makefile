@@ -78,9 +78,12 @@ test-fast: test-deps
 # BENCH_CORPUS=DIR to use real mail.
 BENCH_CORPUS ?=
 BENCH_CONCURRENCY ?= 32
+# BENCH_WORKERS=N: the spawned daemon's scanning workers (default one per core).
+BENCH_WORKERS ?=
+BENCH_SPAWN = --spawn $(if $(BENCH_WORKERS),--workers $(BENCH_WORKERS))
 bench: install
-	$(BIN)/milterd bench --spawn --concurrency $(BENCH_CONCURRENCY) $(if $(BENCH_CORPUS),--corpus $(BENCH_CORPUS))
-	$(BIN)/milterd bench --spawn --http --concurrency $(BENCH_CONCURRENCY) $(if $(BENCH_CORPUS),--corpus $(BENCH_CORPUS))
+	$(BIN)/milterd bench $(BENCH_SPAWN) --concurrency $(BENCH_CONCURRENCY) $(if $(BENCH_CORPUS),--corpus $(BENCH_CORPUS))
+	$(BIN)/milterd bench $(BENCH_SPAWN) --http --concurrency $(BENCH_CONCURRENCY) $(if $(BENCH_CORPUS),--corpus $(BENCH_CORPUS))
 	$(BIN)/milterd bench --in-process $(if $(BENCH_CORPUS),--corpus $(BENCH_CORPUS))
 
 lint: install

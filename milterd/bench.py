@@ -64,6 +64,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mode.add_argument("--connect", metavar="HOST:PORT", help="measure a running daemon")
     mode.add_argument("--in-process", action="store_true", help="measure the engine alone")
+    mode.add_argument(
+        "--bayes",
+        action="store_true",
+        help="measure Bayes on --corpus with the configured store's backend, in a throw-away "
+        "store: learn the first 60%% of each directory (spam: under a directory named spam*), "
+        "classify the rest; learning rate, classification CPU, store size",
+    )
     parser.add_argument("--pid", type=int, help="with --connect: the daemon's pid, for CPU and RSS")
     parser.add_argument(
         "--http",
@@ -71,6 +78,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="drive the HTTP scan API (POST /checkv2) instead of the milter protocol",
     )
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="with --spawn: the daemon's scanning workers (milterd run --workers; "
+        "default one per core; 0 for one process). Peak RSS is then the largest worker's",
+    )
 
 
 @dataclass(slots=True)
@@ -87,6 +101,8 @@ class RunFigures:
 
 
 def run_bench(engine: Engine, config: Config, args: argparse.Namespace) -> int:
+    if getattr(args, "bayes", False):
+        return run_bayes_bench(config, args)
     messages = _load_corpus(args.corpus) if args.corpus else generate_corpus(args.count)
     if not messages:
         print("milterd bench: no messages", file=sys.stderr)
@@ -102,7 +118,7 @@ def run_bench(engine: Engine, config: Config, args: argparse.Namespace) -> int:
             for _ in range(args.runs + 1)
         ]
         return _report(runs[1:], args.json)
-    with _spawned_daemon(config) as daemon:
+    with _spawned_daemon(config, getattr(args, "workers", None)) as daemon:
         port = daemon.http_port if args.http else daemon.port
         runs = [
             drive("127.0.0.1", port, daemon.pid, messages, args.concurrency)
@@ -203,8 +219,9 @@ class _spawned_daemon:
     """A daemon on free loopback ports (milter and scan API; no controller) with this
     config; stopped with SIGTERM on exit."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, workers: int | None = None) -> None:
         self.config_dir = str(config.config_dir) if config.config_dir else "/nonexistent/milterd"
+        self.workers = workers
 
     def __enter__(self) -> _spawned_daemon:
         port, self.http_port = _free_port(), _free_port()
@@ -225,6 +242,7 @@ class _spawned_daemon:
                 "off",
                 "--log-level",
                 "warning",
+                *(["--workers", str(self.workers)] if self.workers is not None else []),
             ],
         )
         deadline = time.monotonic() + 30
@@ -236,6 +254,13 @@ class _spawned_daemon:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("the daemon did not start; see its log above") from None
                 time.sleep(0.05)
+        # Under the supervisor the port is bound before the workers serve: wait for them
+        # all (supervisor + N scanning + controller), or the first run measures fewer.
+        if self.workers != 0:
+            want = (self.workers or len(os.sched_getaffinity(0))) + 2
+            while len(_process_tree(self.proc.pid)) < want and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(1.0)  # the last worker builds its engine after the fork
         self.pid = self.proc.pid
         return self
 
@@ -479,3 +504,178 @@ def generate_corpus(count: int, seed: int = 42) -> list[bytes]:
             )
         out.append(msg.encode("utf-8"))
     return out
+
+
+# -- Bayes -------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class BayesFigures:
+    backend: str
+    learned: int
+    learn_msgs_per_s: float
+    learn_cpu_ms_per_msg: float
+    classified: int
+    classify_cpu_ms_median: float
+    classify_cpu_ms_p90: float
+    classify_wall_ms_median: float
+    store_mb_per_1000_learned: float
+    keys_per_1000_learned: int | None
+
+
+def run_bayes_bench(config: Config, args: argparse.Namespace) -> int:
+    """``--bayes``: learning rate, classification CPU (tokenize + one read of the token
+    counts + the math, per message; the MIME parsing every check shares is done before the
+    clock starts) and store size, on a throw-away store of the configured backend: an
+    SQLite file in a scratch directory, or the configured Redis under a prefix of its own
+    whose keys are removed afterwards."""
+    if not args.corpus:
+        print("milterd bench --bayes: needs --corpus DIR", file=sys.stderr)
+        return 1
+    train, test = _bayes_split(Path(args.corpus))
+    if not train or not test:
+        print("milterd bench --bayes: the corpus needs spam and ham to learn", file=sys.stderr)
+        return 1
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="milterd-bench-") as scratch:
+        config.section("options")["data_dir"] = scratch
+        redis_prefix = None
+        if config.section("store")["backend"] == "redis":
+            redis = config.section("redis")
+            redis_prefix = f"{redis['prefix']}bench-{os.getpid()}-{int(time.time())}:"
+            redis["prefix"] = redis_prefix
+        else:
+            config.section("store")["path"] = "bench.sqlite"
+        try:
+            figures = trio.run(_bayes_bench, config, train, test, args.runs, Path(scratch))
+        finally:
+            if redis_prefix is not None:
+                _unlink_prefix(str(config.section("redis")["url"]), redis_prefix)
+    if args.json:
+        print(json.dumps(asdict(figures)))
+    else:
+        f = figures
+        keys = f" ({f.keys_per_1000_learned} keys)" if f.keys_per_1000_learned else ""
+        print(
+            f"bayes {f.backend}: learned {f.learned} at {f.learn_msgs_per_s:.1f} msg/s "
+            f"({f.learn_cpu_ms_per_msg:.2f} ms CPU each); classified {f.classified}: "
+            f"CPU median {f.classify_cpu_ms_median:.3f} ms, p90 {f.classify_cpu_ms_p90:.3f} ms, "
+            f"wall median {f.classify_wall_ms_median:.3f} ms; store "
+            f"{f.store_mb_per_1000_learned:.1f} MB per 1000 learned{keys}"
+        )
+    return 0
+
+
+def _bayes_split(root: Path) -> tuple[list[tuple[Path, bool]], list[Path]]:
+    """The first 60% of each directory's files (by name) to learn, the rest to classify."""
+    by_dir: dict[Path, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.name.startswith("."):
+            by_dir.setdefault(path.parent, []).append(path)
+    train: list[tuple[Path, bool]] = []
+    test: list[Path] = []
+    for directory, files in by_dir.items():
+        parts = directory.relative_to(root).parts if directory != root else ()
+        is_spam = any(part.lower().startswith("spam") for part in parts)
+        cut = len(files) * 6 // 10
+        train.extend((path, is_spam) for path in files[:cut])
+        test.extend(files[cut:])
+    if {is_spam for _, is_spam in train} != {True, False}:
+        return [], []
+    return train, test
+
+
+async def _bayes_bench(
+    config: Config, train: list[tuple[Path, bool]], test: list[Path], runs: int, scratch: Path
+) -> BayesFigures:
+    from engine.mime.message import ParsedMessage
+    from engine.modules.bayes import Bayes
+    from milterd.corpustest import envelope_from_received
+
+    backend = str(config.section("store")["backend"])
+    engine = Engine.from_config(config)
+    bayes = next((m for m in engine.modules if isinstance(m, Bayes)), None)
+    if bayes is None:
+        await engine.aclose()
+        raise SystemExit("milterd bench --bayes: [bayes] is disabled")
+    memory_before = _redis_memory(config) if backend == "redis" else 0
+    learned = 0
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    for path, is_spam in train:
+        raw = path.read_bytes()
+        request = ScanRequest(envelope=envelope_from_received(raw), raw=raw)
+        learned += bool(await engine.learn(request, is_spam=is_spam))
+    learn_wall, learn_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    keys: int | None = None
+    if backend == "redis":
+        size = _redis_memory(config) - memory_before
+        keys = len({key async for key in engine.store.scan("")})
+    messages = []
+    for path in test:
+        raw = path.read_bytes()
+        message = ParsedMessage.from_bytes(raw)
+        for name in ("text_parts", "subject", "urls", "emails", "attachments", "defects"):
+            getattr(message, name, None)  # what the other checks parse anyway
+        messages.append((message, envelope_from_received(raw)))
+    cpu: list[float] = []
+    wall: list[float] = []
+    for _ in range(max(runs, 1) + 1):  # the first pass warms the caches
+        cpu, wall = [], []
+        for message, envelope in messages:
+            c0, w0 = time.process_time(), time.perf_counter()
+            owner = bayes.owner(envelope)
+            tokens = list(bayes.tokenizer.tokenize(message, envelope))
+            learns = await bayes.learn_counts(owner)
+            await bayes._classify(tokens, owner, learns)
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+    await engine.aclose()
+    if backend != "redis":
+        size = await trio.to_thread.run_sync(_sqlite_size, scratch)
+    cpu.sort()
+    per_thousand = 1000 / max(learned, 1)
+    return BayesFigures(
+        backend=backend,
+        learned=learned,
+        learn_msgs_per_s=round(len(train) / learn_wall, 1),
+        learn_cpu_ms_per_msg=round(1000 * learn_cpu / len(train), 2),
+        classified=len(messages),
+        classify_cpu_ms_median=round(1000 * statistics.median(cpu), 3),
+        classify_cpu_ms_p90=round(1000 * cpu[int(0.9 * (len(cpu) - 1))], 3),
+        classify_wall_ms_median=round(1000 * statistics.median(wall), 3),
+        store_mb_per_1000_learned=round(size * per_thousand / 1e6, 1),
+        keys_per_1000_learned=None if keys is None else round(keys * per_thousand),
+    )
+
+
+def _sqlite_size(scratch: Path) -> int:
+    return sum(p.stat().st_size for p in scratch.glob("bench.sqlite*"))
+
+
+def _redis_memory(config: Config) -> int:
+    import redis
+
+    client = redis.Redis.from_url(str(config.section("redis")["url"]))
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def _unlink_prefix(url: str, prefix: str) -> None:
+    """Remove the bench's keys, a thousand to a command (UNLINK frees in the background)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()

@@ -1,10 +1,9 @@
-"""The ``milterd`` command: run, scan, configtest, configdump, bench."""
+"""The ``milterd`` command: run, scan, learn, configtest, configdump, bench …"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from engine import Config, ConfigError, Engine, Envelope, ScanRequest, ScanResul
 from engine.config import DEFAULT_SOURCE, Key
 from milterd.http import CONTROLLER_SECTION, HTTP_SECTION, HttpSettings
 from milterd.settings import MILTER_SECTION, MilterSettings
+from milterd.supervisor import WORKERS_SECTION
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -22,7 +22,12 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 DEFAULT_CONFIG_DIR = "/etc/milterd"
-EXTRA_SECTIONS = {"milter": MILTER_SECTION, "http": HTTP_SECTION, "controller": CONTROLLER_SECTION}
+EXTRA_SECTIONS = {
+    "milter": MILTER_SECTION,
+    "http": HTTP_SECTION,
+    "controller": CONTROLLER_SECTION,
+    "workers": WORKERS_SECTION,
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
             help=f"as --listen, for the {'scan API' if section == 'http' else 'controller'} "
             f"(overrides [{section}] listen; 'off' for none)",
         )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="scanning worker processes (overrides [workers] count; default one per core); "
+        "0 is --single",
+    )
+    run.add_argument(
+        "--single",
+        action="store_true",
+        help="one process, no supervisor: milter, scan API and controller in this process",
+    )
 
     scan = sub.add_parser(
         "scan",
@@ -116,6 +133,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Print what a running daemon scanned and learned since it started.",
     )
     add_connection_arguments(stat, "controller")
+    status = sub.add_parser(
+        "status",
+        parents=[common],
+        help="a running daemon's processes: workers, uptime, reloads, last errors",
+        description="Ask a running daemon's controller (/status) which workers serve (pid, "
+        "uptime, messages, restarts), its uptime, configuration generation and last errors.",
+    )
+    add_connection_arguments(status, "controller")
     hist = sub.add_parser(
         "history",
         parents=[common],
@@ -163,6 +188,17 @@ def _parser() -> argparse.ArgumentParser:
     from milterd.corpustest import add_arguments as corpus_arguments
 
     corpus_arguments(corpus)
+    learn = sub.add_parser(
+        "learn",
+        parents=[common],
+        help="teach the statistics (Bayes) that messages are spam or ham",
+        description="Learn message files as spam or ham, in-process with the configured "
+        "store, or through a running daemon's controller (--connect). A message learned "
+        "already as this class is refused; one learned as the other class is moved.",
+    )
+    from milterd.learn import add_arguments as learn_arguments
+
+    learn_arguments(learn)
     keygen = sub.add_parser(
         "dkim-keygen",
         help="make a DKIM key and print its DNS record",
@@ -209,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = Engine.load_config(args.config_dir, EXTRA_SECTIONS)
     except ConfigError as exc:
         return _report_config_error(exc)
-    _setup_logging(args.log_level or str(config.section("logging")["level"]))
+    _setup_logging(args.log_level or str(config.section("logging")["level"]), config)
     command = args.command
     if command == "configtest":
         return _configtest(config)
@@ -219,7 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         from milterd.corpustest import run as corpustest
 
         return corpustest(config, args)
-    if command in ("stat", "history") or (command == "scan" and args.connect):
+    if command == "learn":
+        from milterd.learn import run as learn
+
+        try:
+            return learn(config, args)
+        except ConfigError as exc:
+            return _report_config_error(exc)
+    if command == "run" and not (args.single or args.workers == 0):
+        return _run_supervised(config, args)
+    if command in ("stat", "history", "status") or (command == "scan" and args.connect):
         return _client(config, args)
     try:
         engine = Engine.from_config(config)
@@ -234,12 +279,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_bench(engine, config, args)
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, config: Config | None = None) -> None:
+    from milterd.logging import LogSettings, setup_logging
+
+    section = config.section("logging") if config is not None else {}
+    setup_logging(LogSettings.from_section(section), level)
 
 
 def _report_config_error(exc: ConfigError) -> int:
@@ -323,6 +367,60 @@ def _run(engine: Engine, config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_supervised(config: Config, args: argparse.Namespace) -> int:
+    """``milterd run``: bind here, then a supervisor forks the workers (``milterd.supervisor``)."""
+    from dataclasses import replace
+
+    from milterd.supervisor import (
+        Supervisor,
+        bind_sockets,
+        default_worker_count,
+        drop_privileges,
+    )
+
+    def load_config() -> Config:  # what every worker and every reload reads afresh
+        return Engine.load_config(args.config_dir, EXTRA_SECTIONS)
+
+    settings = MilterSettings.from_section(config.section("milter"))
+    http = HttpSettings.from_config(config)
+    if args.http_listen:
+        http = replace(http, listen=_listen_override(args.http_listen))
+    if args.controller_listen:
+        controller = replace(http.controller, listen=_listen_override(args.controller_listen))
+        http = replace(http, controller=controller)
+    workers = config.section("workers")
+    count = args.workers or int(workers["count"]) or default_worker_count()  # type: ignore[call-overload]
+    bound: list[list[object]] = []
+    try:
+        # The order of the single-process daemon: HTTP first, so whoever sees the milter
+        # port open finds the others open too.
+        scan = bind_sockets(http.listen, http.socket_mode)
+        bound.append(list(scan))
+        controller_socks = bind_sockets(http.controller.listen, http.controller.socket_mode)
+        bound.append(list(controller_socks))
+        milter = bind_sockets(args.listen or settings.listen, settings.socket_mode)
+    except OSError as exc:
+        for group in bound:
+            for sock in group:
+                sock.close()  # type: ignore[attr-defined]
+        print(f"milterd: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    unix_paths = [
+        str(s.getsockname()) for s in (*scan, *controller_socks, *milter) if s.family == 1
+    ]
+    drop_privileges(str(workers["user"]), str(workers["group"]), unix_paths)
+    supervisor = Supervisor(
+        load_config,
+        workers=count,
+        milter=milter,
+        scan=scan,
+        controller=controller_socks,
+        drain_seconds=float(workers["drain_timeout"]),  # type: ignore[arg-type]
+        start_timeout=float(workers["start_timeout"]),  # type: ignore[arg-type]
+    )
+    return supervisor.run()
+
+
 def _listen_override(values: list[str]) -> tuple[str, ...]:
     return () if "off" in values else tuple(values)
 
@@ -356,6 +454,10 @@ def _client(config: Config, args: argparse.Namespace) -> int:
         args.connect = client.default_address(config, "controller", "127.0.0.1:11334")
     if args.command == "stat":
         return trio.run(client.stat, args)
+    if args.command == "status":
+        from milterd.status import show_status
+
+        return trio.run(show_status, args)
     return trio.run(client.history, args)
 
 
@@ -376,6 +478,8 @@ async def _scan_files(engine: Engine, args: argparse.Namespace) -> int:
         mail_from=args.mail_from,
         rcpts=tuple(args.rcpt),
     )
+    from milterd.learn import explain, explanation_json, format_explanation
+
     status = 0
     for path in iter_message_files(args.paths):
         try:
@@ -385,10 +489,15 @@ async def _scan_files(engine: Engine, args: argparse.Namespace) -> int:
             status = 1
             continue
         result = await engine.scan(ScanRequest(envelope=envelope, raw=raw))
+        # The "why" of Bayes: its probability and the tokens that weighed most.
+        bayes = await explain(engine, raw, envelope)
         if args.json:
-            print(json.dumps({"file": str(path), **result.to_json()}, ensure_ascii=False))
+            extra = {} if bayes is None else {"bayes": explanation_json(bayes)}
+            print(json.dumps({"file": str(path), **result.to_json(), **extra}, ensure_ascii=False))
         else:
             print(_format_result(str(path), result))
+            if bayes is not None:
+                print(format_explanation(bayes))
     await engine.aclose()
     return status
 

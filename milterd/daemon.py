@@ -18,6 +18,9 @@ Theory of operation:
   the same ``EngineSlot``; a reload gives them new passwords, trusted networks and limits
   at once, their listen addresses at the next restart. Their listeners are bound before
   the milter's, so whoever sees the milter port open finds them open too.
+* Under the supervisor (``milterd.supervisor``) a worker is a ``Daemon`` given the
+  listeners the supervisor bound (``Prebound``) and ``worker=True``: it answers SIGTERM
+  (drain) and SIGUSR1 only; reloading is the supervisor's, by replacing workers.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ import contextlib
 import functools
 import logging
 import signal
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
 from engine import ConfigError
 from milterd.http import HttpFrontend
+from milterd.logging import reopen_logs
 from milterd.server import open_listeners, serve_milter
 from milterd.session import EngineSlot
 
@@ -42,12 +47,21 @@ if TYPE_CHECKING:
     from milterd.http import HttpSettings
     from milterd.settings import MilterSettings
 
-__all__ = ["DRAIN_SECONDS", "Daemon", "run_daemon"]
+__all__ = ["DRAIN_SECONDS", "Daemon", "Prebound", "run_daemon"]
 
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 30.0
 _CLOSE_SECONDS = 5.0
+
+
+@dataclass(slots=True)
+class Prebound:
+    """Listeners bound by someone else (the supervisor, before it forked this worker)."""
+
+    milter: list[trio.SocketListener] = field(default_factory=list)
+    scan: list[trio.SocketListener] = field(default_factory=list)
+    controller: list[trio.SocketListener] = field(default_factory=list)
 
 
 class Daemon:
@@ -67,8 +81,12 @@ class Daemon:
         load_engine: Callable[[], Engine] | None = None,
         drain_seconds: float = DRAIN_SECONDS,
         http: HttpSettings | None = None,
+        prebound: Prebound | None = None,
+        worker: bool = False,
     ) -> None:
         self.engines = EngineSlot(engine)
+        self.prebound = prebound
+        self.worker = worker
         self.http = (
             HttpFrontend(self.engines, http, reload=self.reload) if http is not None else None
         )
@@ -135,6 +153,7 @@ class Daemon:
         _warn_about_restart_only_settings(old, engine)
         if self.http is not None:
             self.http.apply_config(engine.config)
+            self.http.context.generation += 1
         busy = self.engines.busy(old)
         if busy:
             log.info(
@@ -162,16 +181,22 @@ class Daemon:
         listen: Sequence[str] | None,
         task_status: trio.TaskStatus[list[trio.SocketListener]],
     ) -> None:
-        if self.http is not None:
-            await self.http.open()
-        try:
-            listeners = await open_listeners(
-                listen or self.settings.listen, self.settings.socket_mode
-            )
-        except BaseException:
+        if self.prebound is not None:  # a worker: the supervisor bound them all
             if self.http is not None:
-                await self.http.close_listeners()  # bound above, never to be served
-            raise
+                self.http.scan_listeners = self.prebound.scan
+                self.http.controller_listeners = self.prebound.controller
+            listeners = self.prebound.milter
+        else:
+            if self.http is not None:
+                await self.http.open()
+            try:
+                listeners = await open_listeners(
+                    listen or self.settings.listen, self.settings.socket_mode
+                )
+            except BaseException:
+                if self.http is not None:
+                    await self.http.close_listeners()  # bound above, never to be served
+                raise
         async with trio.open_nursery() as services:
             if self.http is not None:
                 services.start_soon(self.http.context.history.run)
@@ -188,8 +213,15 @@ class Daemon:
         listeners: list[trio.SocketListener],
         task_status: trio.TaskStatus[list[trio.SocketListener]],
     ) -> None:
+        # A worker leaves SIGINT and SIGHUP to its supervisor (they are ignored in it):
+        # a terminal's ^C reaches the whole process group, and the supervisor drains.
+        wanted = (
+            (signal.SIGTERM, signal.SIGUSR1)
+            if self.worker
+            else (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+        )
         with (
-            trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals,
+            trio.open_signal_receiver(*wanted) as signals,
             self.http.context.errors.attached() if self.http else contextlib.nullcontext(),
         ):
             async with trio.open_nursery() as handlers:
@@ -199,20 +231,24 @@ class Daemon:
                         await acceptors.start(
                             functools.partial(self.http.serve, handler_nursery=handlers)
                         )
-                    await acceptors.start(
-                        lambda task_status: serve_milter(
-                            listeners,
-                            self.engines,
-                            self.settings,
-                            handler_nursery=handlers,
-                            on_scanned=None if self.http is None else self.http.context.scanned,
-                            task_status=task_status,
+                    if listeners:
+                        await acceptors.start(
+                            lambda task_status: serve_milter(
+                                listeners,
+                                self.engines,
+                                self.settings,
+                                handler_nursery=handlers,
+                                on_scanned=None if self.http is None else self.http.context.scanned,
+                                task_status=task_status,
+                            )
                         )
-                    )
                     task_status.started(listeners)
                     async for signum in signals:
                         if signum == signal.SIGHUP:
                             await self.reload()
+                            continue
+                        if signum == signal.SIGUSR1:
+                            reopen_logs()
                             continue
                         log.info(
                             "%s: no new connections; draining for up to %.0fs",

@@ -34,6 +34,7 @@ import trio
 
 from engine import Envelope, ScanRequest, ScanResult
 from engine.mime import bare_address
+from milterd.logging import log_scan
 from milterd.protocol import (
     NEED_DATA,
     Abort,
@@ -399,21 +400,4 @@ class MilterSession:
         await self.stream.send_all(self.conn.send_many(actions))
 
     def _log_result(self, request: ScanRequest, result: ScanResult, elapsed: float) -> None:
-        if not scan_log.isEnabledFor(logging.INFO):
-            return
-        env = request.envelope
-        symbols = ",".join(f"{s.name}({s.score:.2f})" for s in result.symbols.values())
-        scan_log.info(
-            "qid=%s client=%s from=<%s> rcpts=%s score=%.2f/%.2f action=%s%s symbols=[%s] "
-            "time=%.1fms",
-            env.queue_id or "-",
-            env.client_addr or "-",
-            env.mail_from or "",
-            ",".join(env.rcpts) or "-",
-            result.score,
-            result.required_score,
-            result.action.value.replace(" ", "_"),
-            f" settings={result.settings_id}" if result.settings_id else "",
-            symbols,
-            elapsed * 1000,
-        )
+        log_scan(request, result, elapsed, qid=request.envelope.queue_id, via="milter")

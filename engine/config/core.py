@@ -207,6 +207,17 @@ SETTINGS = TableOf(
 LOGGING = Section(
     {
         "level": Key((str,), "info", choices=("debug", "info", "warning", "error")),
+        "target": Key(
+            (str,),
+            "stderr",
+            "Where log lines go: stderr (journald, docker logs), a file, or syslog (/dev/log).",
+            choices=("stderr", "file", "syslog"),
+        ),
+        "file": Key((str,), "", "The log file with target = 'file' (SIGUSR1 reopens it)."),
+        "format": Key(
+            (str,), "text", "One text line, or one JSON object a line.", choices=("text", "json")
+        ),
+        "syslog_facility": Key((str,), "mail", "Facility with target = 'syslog'."),
     },
     "Logging.",
 )

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from engine import ScanRequest, ScanResult
+    from milterd.http.cluster import Cluster
     from milterd.http.errors import ErrorRing
     from milterd.http.history import History
     from milterd.http.metrics import Metrics
@@ -34,6 +35,14 @@ class HttpContext:
     history: History
     errors: ErrorRing
     reload: Callable[[], Awaitable[bool]] | None = None
+    # In a controller worker: every worker's counters (``milterd.http.cluster``).
+    cluster: Cluster | None = None
+    generation: int = 1  # configuration generation: 1 at start, +1 per accepted reload
+
+    def totals(self) -> Metrics:
+        """The counters ``/stat`` and ``/metrics`` show: this process's, or, in a
+        controller worker, every worker's summed."""
+        return self.cluster.totals() if self.cluster is not None else self.metrics
 
     def scanned(
         self,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from importlib import metadata
 from typing import TYPE_CHECKING, Final
 
@@ -72,6 +74,7 @@ class Controller:
             "/getmap": (r, self._get_map),
             "/savemap": (e, self._save_map),
             "/errors": (r, self._errors),
+            "/status": (r, self._status),
             "/metrics": (r, self._metrics),
             "/checkv2": (r, self._scan),
             "/check": (r, self._scan),
@@ -96,7 +99,7 @@ class Controller:
         return ping_response()
 
     async def _auth(self, request: HttpRequest, access: Access) -> HttpResponse:
-        stat = self.context.metrics.stat_json()
+        stat = self.context.totals().stat_json()
         actions = stat["actions"]
         assert isinstance(actions, dict)
         return json_response(
@@ -121,7 +124,10 @@ class Controller:
 
     async def _stat_reset(self, request: HttpRequest, access: Access) -> HttpResponse:
         stat = await self._stat_json(access)
-        self.context.metrics.reset()
+        if self.context.cluster is not None:
+            self.context.cluster.reset()
+        else:
+            self.context.metrics.reset()
         log.info("controller: statistics reset by %s", request.client or "unix")
         return json_response(stat)
 
@@ -131,7 +137,7 @@ class Controller:
             "version": VERSION,
             "config_id": self._config_id(),
             "read_only": access.read_only,
-            **self.context.metrics.stat_json(),
+            **self.context.totals().stat_json(),
             "statfiles": statfiles,
             "total_learns": total,
             "fuzzy_hashes": {},
@@ -162,7 +168,7 @@ class Controller:
         return rows, spam + ham
 
     async def _counters(self, request: HttpRequest, access: Access) -> HttpResponse:
-        hits = self.context.metrics.symbols
+        hits = self.context.totals().symbols
         with self.context.engines.lease() as engine:
             specs = sorted(engine.registry.symbols.values(), key=lambda s: s.name)
         return json_response(
@@ -201,9 +207,42 @@ class Controller:
     async def _errors(self, request: HttpRequest, access: Access) -> HttpResponse:
         return json_response(self.context.errors.rows())
 
+    async def _status(self, request: HttpRequest, access: Access) -> HttpResponse:
+        """milterd's own: the processes serving, their counters, the last errors."""
+        if self.context.cluster is not None:
+            status = self.context.cluster.status()
+            errors = status["last_errors"]
+            assert isinstance(errors, list)
+            status["last_errors"] = (errors + self.context.errors.rows())[:20]
+        else:
+            metrics = self.context.metrics
+            uptime = round(time.time() - metrics.started, 1)
+            status = {
+                "mode": "single",
+                "pid": os.getpid(),
+                "uptime": uptime,
+                "generation": self.context.generation,
+                "config_generation": self.context.generation,
+                "reloads": self.context.generation - 1,
+                "restarts": 0,
+                "workers": [
+                    {
+                        "pid": os.getpid(),
+                        "kind": "single",
+                        "slot": 0,
+                        "generation": self.context.generation,
+                        "uptime": uptime,
+                        "messages": metrics.scanned,
+                        "restarts": 0,
+                    }
+                ],
+                "last_errors": self.context.errors.rows()[:20],
+            }
+        return json_response({"version": VERSION, "config_id": self._config_id(), **status})
+
     async def _metrics(self, request: HttpRequest, access: Access) -> HttpResponse:
         _, total = await self._statfiles()
-        text = self.context.metrics.render(
+        text = self.context.totals().render(
             {"milterd_bayes_learned_messages": ("Messages in the Bayes statistics.", total)}
         )
         return HttpResponse(200, text.encode("utf-8"), content_type=CONTENT_TYPE)

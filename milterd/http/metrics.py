@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter, deque
+from contextlib import suppress
 from typing import TYPE_CHECKING, Final
 
 from engine import Action
@@ -76,6 +77,56 @@ class Metrics:
         """Count an error: ``scan`` (a scan failed), ``log`` (an error was logged),
         ``auth`` (a refused controller request), ``request`` (a malformed request)."""
         self.errors[source] += 1
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters as JSON-able data: what a worker sends to the controller."""
+        return {
+            "actions": {a.value: n for a, n in self.actions.items()},
+            "symbols": dict(self.symbols),
+            "buckets": list(self.buckets),
+            "latency_sum": self.latency_sum,
+            "scan_times": list(self.scan_times),
+            "learns": {f"{c}/{r}": n for (c, r), n in self.learns.items()},
+            "errors": dict(self.errors),
+            "connections": self.connections,
+            "control_connections": self.control_connections,
+        }
+
+    def add(self, snapshot: Mapping[str, object], sign: int = 1) -> None:
+        """Add (``sign`` -1: take away) a ``snapshot``; unknown or malformed parts are
+        skipped, so a worker of another version cannot break the controller's sums."""
+        actions = snapshot.get("actions")
+        if isinstance(actions, dict):
+            for name, n in actions.items():
+                with _ignored():
+                    self.actions[Action(name)] += sign * int(n)
+        for counter, key in ((self.symbols, "symbols"), (self.errors, "errors")):
+            part = snapshot.get(key)
+            if isinstance(part, dict):
+                for name, n in part.items():
+                    with _ignored():
+                        counter[str(name)] += sign * int(n)
+        learns = snapshot.get("learns")
+        if isinstance(learns, dict):
+            for name, n in learns.items():
+                kind, _, outcome = str(name).partition("/")
+                with _ignored():
+                    self.learns[kind, outcome] += sign * int(n)
+        buckets = snapshot.get("buckets")
+        if isinstance(buckets, list) and len(buckets) == len(self.buckets):
+            with _ignored():
+                self.buckets = [
+                    a + sign * int(b) for a, b in zip(self.buckets, buckets, strict=True)
+                ]
+        with _ignored():
+            self.latency_sum += sign * float(snapshot.get("latency_sum", 0.0))  # type: ignore[arg-type]
+            self.connections += sign * int(snapshot.get("connections", 0))  # type: ignore[call-overload]
+            self.control_connections += sign * int(
+                snapshot.get("control_connections", 0)  # type: ignore[call-overload]
+            )
+        times = snapshot.get("scan_times")
+        if sign > 0 and isinstance(times, list):
+            self.scan_times.extend(float(t) for t in times if isinstance(t, int | float))
 
     def stat_json(self) -> dict[str, object]:
         """The counters part of Rspamd's ``/stat`` answer."""
@@ -149,6 +200,10 @@ class Metrics:
             yield f'{name}_bucket{{le="{le}"}} {running}'
         yield f"{name}_count {running}"
         yield f"{name}_sum {self.latency_sum!r}"
+
+
+def _ignored() -> suppress:
+    return suppress(TypeError, ValueError)
 
 
 def _family(name: str, kind: str, text: str, samples: Iterable[tuple[str, float]]) -> Iterator[str]:

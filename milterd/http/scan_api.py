@@ -26,6 +26,7 @@ from milterd.http.compression import (
     wants_compressed_reply,
 )
 from milterd.http.protocol import HttpError, HttpResponse, error_response
+from milterd.logging import log_scan
 
 if TYPE_CHECKING:
     from engine import ScanResult
@@ -235,23 +236,7 @@ def _legacy(payload: dict[str, object]) -> dict[str, object]:
 
 
 def _log_result(request: ScanRequest, result: ScanResult, elapsed: float) -> None:
-    if not scan_log.isEnabledFor(logging.INFO):
-        return
-    env = request.envelope
-    scan_log.info(
-        "qid=%s client=%s from=<%s> rcpts=%s score=%.2f/%.2f action=%s%s symbols=[%s] "
-        "time=%.1fms via=http",
-        request.log_tag or "-",
-        env.client_addr or "-",
-        env.mail_from or "",
-        ",".join(env.rcpts) or "-",
-        result.score,
-        result.required_score,
-        result.action.value.replace(" ", "_"),
-        f" settings={result.settings_id}" if result.settings_id else "",
-        ",".join(f"{s.name}({s.score:.2f})" for s in result.symbols.values()),
-        elapsed * 1000,
-    )
+    log_scan(request, result, elapsed, qid=request.log_tag, via="http")
 
 
 def ping_response() -> HttpResponse:

@@ -60,7 +60,13 @@ def test_no_config_dir_gives_the_schema_defaults() -> None:
     assert config.section("symbols") == {}
     assert config.section("groups") == {}
     assert config.section("composites") == {}
-    assert config.section("logging") == {"level": "info"}
+    assert config.section("logging") == {
+        "level": "info",
+        "target": "stderr",
+        "file": "",
+        "format": "text",
+        "syslog_facility": "mail",
+    }
     assert config.section("gtube") == {"enabled": True}
     assert config.section("milter_headers") == {
         "use": ["x-spamd-result", "x-spam-status"],

@@ -1,0 +1,130 @@
+"""One worker process, as the supervisor forks it: build an engine, serve, drain, exit.
+
+Runs in a freshly forked child of the (thread-free) supervisor. trio starts here, after
+the fork, so no trio state, thread or lock is ever inherited. Kinds:
+
+* ``scan``: the milter and scan API listeners (shared with the other scanning workers:
+  the kernel hands each connection to one of them), no controller;
+* ``controller``: the controller listeners only, and the reading end of the counters
+  channel (``milterd.http.cluster``), so ``/stat`` and ``/metrics`` sum every worker.
+
+The worker tells the supervisor it serves by writing one byte on ``ready_fd``; exit
+status ``EX_CONFIG`` (78) says the configuration was refused, which the supervisor
+must not answer with a quick restart loop of the same failure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Final
+
+import trio
+
+from engine import ConfigError, Engine
+from milterd.daemon import Daemon, Prebound
+from milterd.http import HttpSettings
+from milterd.http.cluster import Cluster, report_loop
+from milterd.settings import MilterSettings
+
+if TYPE_CHECKING:
+    import socket
+
+    from engine import Config
+
+__all__ = ["EX_CONFIG", "WorkerSpec", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+EX_CONFIG: Final = 78  # sysexits.h: configuration error
+EX_SOFTWARE: Final = 70
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    kind: str  # "scan" or "controller"
+    slot: int
+    generation: int
+    config: Config  # the generation's configuration, read once by the supervisor
+    milter: tuple[socket.socket, ...]
+    scan: tuple[socket.socket, ...]
+    controller: tuple[socket.socket, ...]
+    reports: socket.socket  # the counters channel: sending end, or (controller) reading end
+    drain_seconds: float
+
+
+def run_worker(spec: WorkerSpec, ready_fd: int) -> int:
+    """The child's whole life; returns its exit status."""
+    # The supervisor answers ^C and SIGHUP for the group; a worker drains on its SIGTERM.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        config = spec.config
+        engine = Engine.from_config(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("worker: configuration refused: %s", problem)
+        return EX_CONFIG
+    try:
+        trio.run(_serve, spec, engine, config, ready_fd)
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int) -> None:
+    settings = MilterSettings.from_section(config.section("milter"))
+    http = HttpSettings.from_config(config)
+    prebound = Prebound(
+        milter=[_listener(s) for s in spec.milter],
+        scan=[_listener(s) for s in spec.scan],
+        controller=[_listener(s) for s in spec.controller],
+    )
+    # Listen addresses are the supervisor's (bound once); the rest of [http] is ours.
+    http = replace(http, listen=(), controller=replace(http.controller, listen=()))
+    daemon = Daemon(
+        engine,
+        settings,
+        drain_seconds=spec.drain_seconds,
+        http=http,
+        prebound=prebound,
+        worker=True,
+    )
+    assert daemon.http is not None
+    context = daemon.http.context
+    context.generation = spec.generation
+    identity: dict[str, object] = {
+        "kind": spec.kind,
+        "slot": spec.slot,
+        "generation": spec.generation,
+    }
+    async with trio.open_nursery() as nursery:
+        if spec.kind == "controller":
+            cluster = Cluster(context.metrics)
+            context.cluster = cluster
+            nursery.start_soon(cluster.run, spec.reports)
+        else:
+            nursery.start_soon(
+                report_loop,
+                spec.reports,
+                identity,
+                context.metrics.snapshot,
+                context.errors.rows,
+            )
+
+        async def serve_then_stop(
+            task_status: trio.TaskStatus[list[trio.SocketListener]],
+        ) -> None:
+            await daemon.serve(task_status=task_status)
+            # Drained: stop reporting (report_loop sends a last report as it ends).
+            nursery.cancel_scope.cancel()
+
+        await nursery.start(serve_then_stop)
+        os.write(ready_fd, b"R")
+        os.close(ready_fd)
+
+
+def _listener(sock: socket.socket) -> trio.SocketListener:
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
