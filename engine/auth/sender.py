@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
+from engine.config.schema import Key
 from engine.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from engine.config.loader import Config
     from engine.task.envelope import Envelope
 
-__all__ = ["LOCAL_NETWORKS", "Network", "parse_networks", "skip_reason"]
+__all__ = ["LOCAL_NETWORKS", "SKIP_KEYS", "Network", "parse_networks", "skip_reason"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -34,6 +35,19 @@ LOCAL_NETWORKS: tuple[str, ...] = (
     "fd00::/8",
     "fe80::/10",
 )
+
+# The settings every sender-authentication check (SPF, DMARC) takes to leave our own
+# senders alone: one definition, so the modules cannot drift apart.
+SKIP_KEYS: dict[str, Key] = {
+    "check_authed": Key((bool,), False, "Also check senders that authenticated (SMTP AUTH)."),
+    "check_local": Key((bool,), False, "Also check clients in local_networks (and loopback)."),
+    "local_networks": Key(
+        (list,),
+        list(LOCAL_NETWORKS),
+        "Client networks treated as local (not checked unless check_local).",
+        extend=True,
+    ),
+}
 
 
 def parse_networks(

@@ -41,7 +41,7 @@ from engine.auth.results import (
     DmarcVerdict,
     stashed,
 )
-from engine.auth.sender import LOCAL_NETWORKS, parse_networks, skip_reason
+from engine.auth.sender import SKIP_KEYS, parse_networks, skip_reason
 from engine.config.schema import Key, Section, at_least
 from engine.modules.base import Module, check
 from engine.pipeline.actions import Action
@@ -100,18 +100,7 @@ class Dmarc(Module):
     )
     settings_schema = Section(
         {
-            "check_authed": Key(
-                (bool,), False, "Also check senders that authenticated (SMTP AUTH)."
-            ),
-            "check_local": Key(
-                (bool,), False, "Also check clients in local_networks (and loopback)."
-            ),
-            "local_networks": Key(
-                (list,),
-                list(LOCAL_NETWORKS),
-                "Client networks treated as local (not checked unless check_local).",
-                extend=True,
-            ),
+            **SKIP_KEYS,
             "reject_on_policy": Key(
                 (bool,),
                 False,

@@ -47,7 +47,7 @@ from dns.rdtypes.mxbase import MXBase
 from dns.rdtypes.txtbase import TXTBase
 
 from engine.auth.results import SPF_RESULT, SpfIdentity, SpfResult, SpfVerdict
-from engine.auth.sender import LOCAL_NETWORKS, parse_networks, skip_reason
+from engine.auth.sender import SKIP_KEYS, parse_networks, skip_reason
 from engine.config.schema import Key, Section, at_least, between
 from engine.dns import InFlight
 from engine.mime import bare_address
@@ -228,18 +228,7 @@ class Spf(Module):
     )
     settings_schema = Section(
         {
-            "check_authed": Key(
-                (bool,), False, "Also check senders that authenticated (SMTP AUTH)."
-            ),
-            "check_local": Key(
-                (bool,), False, "Also check clients in local_networks (and loopback)."
-            ),
-            "local_networks": Key(
-                (list,),
-                list(LOCAL_NETWORKS),
-                "Client networks treated as local (not checked unless check_local).",
-                extend=True,
-            ),
+            **SKIP_KEYS,
             "timeout": Key(
                 (float,),
                 4.5,
