@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import h11
 import trio
@@ -314,23 +314,26 @@ def _num(value: object) -> float:
 # -- stat and history ---------------------------------------------------------------------------
 
 
-async def _controller_get(args: argparse.Namespace, path: str) -> Reply | int:
+async def controller_json(args: argparse.Namespace, path: str) -> dict[str, Any] | int:
+    """GET ``path`` from the controller: its JSON object, or the exit status after saying
+    what went wrong (unreachable, refused, not an object)."""
     try:
         reply = await _call(args, "GET", path, _password_headers(args))
     except ClientError as exc:
         return _fail(str(exc))
     if reply.status != 200:
         return _fail(f"{path}: {reply.status} {reply.error}")
-    return reply
+    data = reply.json()
+    if not isinstance(data, dict):
+        return _fail(f"{path}: the answer is not a JSON object")
+    return data
 
 
 async def stat(args: argparse.Namespace) -> int:
     """``milterd stat``: the controller's ``/stat``, readable or as JSON."""
-    reply = await _controller_get(args, "/stat")
-    if isinstance(reply, int):
-        return reply
-    data = reply.json()
-    assert isinstance(data, dict)
+    data = await controller_json(args, "/stat")
+    if isinstance(data, int):
+        return data
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
         return 0
@@ -356,11 +359,10 @@ async def stat(args: argparse.Namespace) -> int:
 
 async def history(args: argparse.Namespace) -> int:
     """``milterd history``: the last ``--limit`` scans, newest first."""
-    reply = await _controller_get(args, f"/history?from=0&to={max(args.limit, 1) - 1}")
-    if isinstance(reply, int):
-        return reply
-    data = reply.json()
-    rows = data.get("rows", []) if isinstance(data, dict) else []
+    data = await controller_json(args, f"/history?from=0&to={max(args.limit, 1) - 1}")
+    if isinstance(data, int):
+        return data
+    rows = data.get("rows") or []
     if args.json:
         print(json.dumps(rows, ensure_ascii=False))
         return 0

@@ -6,7 +6,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from milterd.client import _controller_get
+from milterd.client import controller_json
 
 if TYPE_CHECKING:
     import argparse
@@ -15,11 +15,9 @@ __all__ = ["format_status", "show_status"]
 
 
 async def show_status(args: argparse.Namespace) -> int:
-    reply = await _controller_get(args, "/status")
-    if isinstance(reply, int):
-        return reply
-    data = reply.json()
-    assert isinstance(data, dict)
+    data = await controller_json(args, "/status")
+    if isinstance(data, int):
+        return data
     if args.json:
         print(json.dumps(data, ensure_ascii=False))
     else:
