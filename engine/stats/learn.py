@@ -89,6 +89,9 @@ class LearnResult:
 
     learned: bool
     message: str
+    # Refused because the cache says this message was learned as this class already
+    # (Rspamd's 208 over HTTP), as opposed to refused for want of tokens or statistics.
+    already: bool = False
 
     def __bool__(self) -> bool:
         return self.learned
@@ -137,7 +140,7 @@ class Learner:
         claimed = await self._store.hincrby(key, {mine: 1, other: 0}, ttl=self._ttl)
         name = class_name(is_spam)
         if claimed[mine] > 1:
-            return LearnResult(False, f"already learned as {name}")
+            return LearnResult(False, f"already learned as {name}", already=True)
         moved = claimed[other] > 0
         try:
             if moved:

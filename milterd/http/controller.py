@@ -260,17 +260,14 @@ class Controller:
 
     async def _learn(self, request: HttpRequest, *, is_spam: bool) -> HttpResponse:
         """Rspamd's statuses: 200 learned, 208 already learned, 422 refused (too few
-        tokens …), 501 no statistics in this engine, 503 the Store is unavailable."""
+        tokens, Bayes switched off …), 503 the Store is unavailable."""
         message = await decode_body(request, self.context.settings.controller.max_message_size)
         if not message:
             raise HttpError(400, "no message in the request body")
         scan_request, _ = parse_scan_request(request, message)
         with self.context.engines.lease() as engine:
-            learn = getattr(engine, "learn", None)
-            if learn is None:
-                return error_response(501, "statistics not available")
             try:
-                outcome = await learn(scan_request, is_spam=is_spam)
+                outcome = await engine.learn(scan_request, is_spam=is_spam)
             except StoreUnavailable as exc:
                 self.context.metrics.error("learn")
                 return error_response(503, f"the store is unavailable: {exc}")
@@ -280,9 +277,9 @@ class Controller:
         if learned:
             log.info("controller: learned a message as %s for %s", kind, request.client or "unix")
             return json_response({"success": True})
-        reason = str(getattr(outcome, "message", "") or "not learned")
-        status = 208 if "already" in reason.lower() else 422
-        return json_response({"success": False, "error": reason, "error_domain": "milterd"}, status)
+        status = 208 if outcome.already else 422
+        error = {"success": False, "error": outcome.message, "error_domain": "milterd"}
+        return json_response(error, status)
 
     # -- policy and maps ----------------------------------------------------------------------
 

@@ -49,7 +49,6 @@ reject = 15.0
 password = "{READ_HASH}"
 enable_password = "{ENABLE_HASH}"
 """
-HAS_LEARN = hasattr(Engine, "learn")
 
 
 class Controller:
@@ -353,24 +352,16 @@ async def test_controller_scans_too_with_the_read_password(controller: Controlle
     assert _json(reply)["score"] == pytest.approx(3.5)  # type: ignore[index]
 
 
-@pytest.mark.skipif(HAS_LEARN, reason="Engine.learn exists: learning is tested below")
 @pytest.mark.parametrize("path", ["/learnspam", "/learnham"])
-async def test_learning_without_statistics_is_501(controller: Controller, path: str) -> None:
+async def test_learning_refused_by_the_engine_is_422_with_its_reason(
+    controller: Controller, path: str
+) -> None:
+    # This engine has no bayes module: the engine refuses, and says why.
     assert (await controller.call(path, READ, body=MESSAGE)).status == 403
     reply = await controller.call(path, body=MESSAGE)
-    assert reply.status == 501
-    assert _json(reply)["error"] == "statistics not available"  # type: ignore[index]
-
-
-@pytest.mark.skipif(not HAS_LEARN, reason="Engine.learn is not written yet")
-async def test_learning(controller: Controller) -> None:
-    reply = await controller.call("/learnspam", body=MESSAGE)
-    assert reply.status in (200, 208, 422), reply.body
-    metrics = controller.http.context.metrics
-    assert sum(metrics.learns.values()) == 1
-    if reply.status == 200:
-        assert _json(reply) == {"success": True}
-        assert _json(await controller.call("/stat"))["learned"] == 1  # type: ignore[index]
+    assert reply.status == 422
+    assert _json(reply)["error"] == "not learned: the bayes module is disabled"  # type: ignore[index]
+    assert sum(controller.http.context.metrics.learns.values()) == 1
 
 
 async def test_learning_needs_a_message(controller: Controller) -> None:
@@ -547,11 +538,8 @@ async def test_client_learn_connect(
         _args(controller, password=ENABLE), [str(message)], is_spam=True
     )
     out = capsys.readouterr().out
-    if HAS_LEARN:
-        assert status == 0 or "not learned" in out
-    else:
-        assert status == 1
-        assert "not learned: statistics not available" in out
+    assert status == 1
+    assert "not learned: the bayes module is disabled" in out
 
 
 async def test_client_reports_an_unreachable_daemon(capsys: pytest.CaptureFixture[str]) -> None:
