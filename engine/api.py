@@ -18,13 +18,14 @@ from engine.config import CORE_SECTIONS, DEFAULT_DATA_DIR, Config, Section, Tabl
 from engine.data import shipped_dir
 from engine.dns import DnsSettings, Resolver
 from engine.errors import ConfigError, ConfigProblem
+from engine.maps import MAPS, Maps
 from engine.mime.message import ParsedMessage
 from engine.modules import BUILTIN_MODULES, Module, ModuleContext
 from engine.modules.bayes import Bayes
 from engine.pipeline.actions import Action, Thresholds
 from engine.pipeline.executor import MODULE_ERROR, MODULE_TIMEOUT, run_stage
 from engine.pipeline.stages import Stage
-from engine.result import ScanResult
+from engine.result import ScanResult, url_report
 from engine.settings import build_settings
 from engine.stats.learn import LearnResult
 from engine.storage import Store, open_store
@@ -90,6 +91,7 @@ class Engine:
         group_max: Mapping[str, float],
         store: Store,
         settings: SettingsSelector | None = None,
+        maps: Maps | None = None,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -110,6 +112,7 @@ class Engine:
         # Per-message settings: chosen before the pre-filters, from the envelope or the
         # request's settings_id; the default profile is the global configuration.
         self.settings = settings
+        self.maps = maps if maps is not None else Maps(config.config_dir)
 
     # -- construction -----------------------------------------------------------------
 
@@ -167,11 +170,12 @@ class Engine:
             store = open_store(config, data_dir)
         except ConfigError as exc:
             raise ConfigError([*problems, *exc.problems]) from None
+        maps = Maps(config.config_dir)
         ctx = ModuleContext(
             config=config,
             data_dir=data_dir,
             rules_dir=shipped_dir("rules"),
-            maps_dir=shipped_dir("maps"),
+            maps=maps,
             store=store,
             dns=Resolver.from_settings(dns_settings),
         )
@@ -201,6 +205,7 @@ class Engine:
                 registry.add_symbol(spec)
             for check_spec in module.checks():
                 registry.add_check(check_spec)
+        problems.extend(maps.load_all())  # the maps no module has read, for the rules
         group_max = _groups(config)
         # Module symbols take their configured policy first, so composites see the
         # configured groups; then the composites' own symbols, then the leftovers are errors.
@@ -221,7 +226,15 @@ class Engine:
         if problems:
             raise ConfigError(problems)
         return cls(
-            config, registry, instances, composites, thresholds, group_max, ctx.store, selector
+            config,
+            registry,
+            instances,
+            composites,
+            thresholds,
+            group_max,
+            ctx.store,
+            selector,
+            maps,
         )
 
     async def aclose(self) -> None:
@@ -257,6 +270,7 @@ class Engine:
             disabled=profile.disabled,
             settings_id=profile.name,
         )
+        task.stash[MAPS] = self.maps
         stages = profile.stages
         timeout = self._check_timeout
         with trio.move_on_after(self._task_timeout) as deadline:
@@ -318,6 +332,8 @@ class Engine:
         if task.action is Action.REWRITE_SUBJECT:
             subject = self._subject_template.replace("%s", task.message.subject or "")
         message_id = (task.message.headers.get("message-id") or "").strip().strip("<>")
+        url_format = task.request.url_format  # None (the milter): not worth the work
+        urls, emails = (None, ()) if url_format is None else url_report(task.message, url_format)
         return ScanResult(
             action=task.action,
             score=task.score,
@@ -333,6 +349,8 @@ class Engine:
             partial=task.partial,
             time_real=elapsed,
             settings_id=profile.name,
+            urls=urls,
+            emails=emails,
         )
 
 

@@ -7,9 +7,17 @@ Theory of operation (Rspamd's settings module, the static part):
   already resolved (the checks of each stage that still run, the composites, the symbol
   specs with their scores, the thresholds). Choosing settings at scan time is therefore a
   few comparisons and no allocation.
-* Choice: a request's ``settings_id`` naming a table wins; otherwise the tables are tried
-  by priority (highest first, then by name) and the first whose conditions all hold
-  applies. None matching: the default profile (the global configuration).
+* Choice: a request's inline settings (``ScanRequest.settings``, Rspamd's ``Settings``
+  header) win over everything, ``settings_id`` included, as in Rspamd; then a request's
+  ``settings_id`` naming a table; otherwise the tables are tried by priority (highest
+  first, then by name) and the first whose conditions all hold applies. None matching:
+  the default profile (the global configuration).
+* Inline settings say what a table's "what applies" keys say (``INLINE_KEYS``), checked
+  by the same schema (``InlineSettings.parse``: shapes, without an engine) and compiled
+  by the same code into the same ``Profile`` (``SettingsSelector.select``: names, against
+  the engine that scans). A refused block is an ``InvalidSettings`` naming its keys. The
+  compiled profiles of the last few distinct blocks are kept: a client sends the same
+  block with every message.
 * Rule 1: a table without conditions applies only by Settings-ID, never to all mail (the
   global configuration is already that).
 * Rule 2: a disabled symbol is never inserted (``Task.insert_result`` drops it), and a
@@ -24,27 +32,53 @@ Theory of operation (Rspamd's settings module, the static part):
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final
 
+from engine.config.core import SETTINGS
+from engine.config.schema import Section, validate
+from engine.errors import EngineError
 from engine.pipeline.actions import Action, Thresholds
 from engine.pipeline.stages import Stage
 from engine.symbols import SymbolType
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from engine.config import Config
     from engine.errors import ConfigProblem
     from engine.symbols import CheckSpec, Composite, SymbolRegistry, SymbolSpec
     from engine.task import Envelope, ScanRequest
 
-__all__ = ["Profile", "SettingsRule", "SettingsSelector", "build_settings"]
+__all__ = [
+    "INLINE_KEYS",
+    "InlineSettings",
+    "InvalidSettings",
+    "Profile",
+    "SettingsRule",
+    "SettingsSelector",
+    "build_settings",
+]
 
 log = logging.getLogger(__name__)
+
+# What a [settings.NAME] table applies (its other keys say when it applies, which means
+# nothing for a block that comes with the message).
+INLINE_KEYS: Final = (
+    "symbols_enabled",
+    "symbols_disabled",
+    "groups_enabled",
+    "groups_disabled",
+    "actions",
+    "scores",
+)
+_INLINE_SCHEMA: Final = Section({key: SETTINGS.item.keys[key] for key in INLINE_KEYS})
+_INLINE_CACHE: Final = 64  # compiled inline blocks kept per engine
 
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -61,6 +95,43 @@ class Profile:
     thresholds: Thresholds
     stages: Mapping[Stage, list[CheckSpec]]
     composites: list[Composite]
+
+
+class InvalidSettings(EngineError):
+    """An inline settings block is refused; ``problems`` are ``(key, why)`` pairs, the key
+    dotted (``actions.rejectt``), every problem found."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {why}" if key else why for key, why in problems))
+
+
+@dataclass(slots=True, frozen=True)
+class InlineSettings:
+    """A settings block that comes with one message (Rspamd's ``Settings`` header): the
+    ``INLINE_KEYS`` of a ``[settings.NAME]`` table, defaults filled in. Make one with
+    ``parse``; the engine that scans checks its symbol and group names."""
+
+    table: Mapping[str, object]
+    key: str  # the block as canonical JSON: equal blocks share one compiled profile
+
+    @classmethod
+    def parse(cls, block: Mapping[str, object]) -> InlineSettings:
+        """Check ``block`` (decoded JSON) against the settings tables' schema.
+
+        Raises:
+            InvalidSettings: an unknown key, or a value of the wrong type.
+        """
+        data = dict(block)
+        actions = data.get("actions")
+        if isinstance(actions, dict):
+            # JSON's null is how Rspamd switches a rung off; a table (TOML) says false.
+            data["actions"] = {k: False if v is None else v for k, v in actions.items()}
+        table, problems = validate(_INLINE_SCHEMA, data)
+        if problems:
+            raise InvalidSettings([(".".join(path), why) for path, why in problems])
+        key = json.dumps(table, sort_keys=True, separators=(",", ":"))
+        return cls(MappingProxyType(table), key)
 
 
 @dataclass(slots=True, frozen=True)
@@ -133,8 +204,29 @@ class SettingsSelector:
     default: Profile
     rules: tuple[SettingsRule, ...] = ()
     by_name: Mapping[str, SettingsRule] = field(default_factory=dict)
+    inline: _InlineProfiles | None = None
+
+    def __post_init__(self) -> None:
+        if self.inline is None:  # built by hand: the default profile's groups only
+            groups = _groups_of((), self.default.symbols)
+            object.__setattr__(self, "inline", _InlineProfiles(self.default, groups))
 
     def select(self, request: ScanRequest) -> Profile:
+        """The profile for ``request``.
+
+        Raises:
+            InvalidSettings: the request's inline settings name an unknown symbol, group
+                or rung, or give a score that is not a number.
+        """
+        if request.settings is not None:
+            if request.settings_id is not None:
+                log.debug(
+                    "%s: inline settings given; Settings-ID %s is ignored",
+                    request.log_tag or "scan",
+                    request.settings_id,
+                )
+            assert self.inline is not None
+            return self.inline.profile(request.settings)
         if request.settings_id is not None:
             named = self.by_name.get(request.settings_id)
             if named is not None:
@@ -181,7 +273,12 @@ def build_settings(
     """
     stages = {stage: registry.checks_for(stage) for stage in Stage}
     default = Profile(None, registry.symbols, frozenset(), thresholds, stages, composites)
-    builder = _Builder(config, registry, default, problems)
+    groups = _groups_of(config.section("groups"), registry.symbols)
+
+    def report(path: tuple[str, ...], message: str) -> None:
+        problems.append(config.problem(path, message))
+
+    builder = _Builder(default, groups, report)
     rules = []
     for name, table in config.section("settings").items():
         assert isinstance(table, dict)
@@ -193,37 +290,74 @@ def build_settings(
         default,
         tuple(r for r in rules if r.has_conditions),
         {r.name: r for r in rules},
+        _InlineProfiles(default, groups),
     )
 
 
+def _groups_of(declared: Iterable[str], symbols: Mapping[str, SymbolSpec]) -> dict[str, set[str]]:
+    """Each group's symbols; a group declared in [groups] without any is known (empty)."""
+    groups: dict[str, set[str]] = {name: set() for name in declared}
+    for spec in symbols.values():
+        groups.setdefault(spec.group, set()).add(spec.name)
+    return groups
+
+
+class _InlineProfiles:
+    """Compiles inline settings, as ``_Builder`` compiles a table's, and keeps the last
+    ``_INLINE_CACHE`` distinct ones (a client sends the same block with every message)."""
+
+    def __init__(self, default: Profile, groups: Mapping[str, set[str]]) -> None:
+        self.default = default
+        self.groups = groups
+        self._cache: dict[str, Profile] = {}
+
+    def profile(self, settings: InlineSettings) -> Profile:
+        found = self._cache.get(settings.key)
+        if found is not None:
+            return found
+        problems: list[tuple[str, str]] = []
+
+        def report(path: tuple[str, ...], message: str) -> None:
+            problems.append((".".join(path), message))
+
+        profile = _Builder(self.default, self.groups, report).profile(None, (), settings.table)
+        if problems:
+            raise InvalidSettings(problems)
+        if len(self._cache) >= _INLINE_CACHE:
+            del self._cache[next(iter(self._cache))]  # the oldest
+        self._cache[settings.key] = profile
+        return profile
+
+
 class _Builder:
+    """Compiles tables into rules and profiles; each problem goes to ``report`` with the
+    key path it is about."""
+
     def __init__(
         self,
-        config: Config,
-        registry: SymbolRegistry,
         default: Profile,
-        problems: list[ConfigProblem],
+        groups: Mapping[str, set[str]],
+        report: Callable[[tuple[str, ...], str], None],
     ) -> None:
-        self.config = config
-        self.symbols = registry.symbols
+        self.symbols = default.symbols
         self.default = default
-        self.problems = problems
-        self.groups: dict[str, set[str]] = {name: set() for name in config.section("groups")}
-        for spec in self.symbols.values():
-            self.groups.setdefault(spec.group, set()).add(spec.name)
+        self.groups = groups
+        self.report = report
+        self.problem_count = 0
 
     def problem(self, path: tuple[str, ...], message: str) -> None:
-        self.problems.append(self.config.problem(path, message))
+        self.problem_count += 1
+        self.report(path, message)
 
     def rule(self, name: str, table: Mapping[str, object]) -> SettingsRule | None:
-        before = len(self.problems)
+        before = self.problem_count
         where = ("settings", name)
         networks = self._networks((*where, "ip"), table["ip"])
         senders = self._patterns((*where, "from"), table["from"])
         recipients = self._patterns((*where, "rcpt"), table["rcpt"])
         users = self._patterns((*where, "user"), table["user"], fold_case=False)
-        profile = self._profile(name, table)
-        if len(self.problems) > before:
+        profile = self.profile(name, where, table)
+        if self.problem_count > before:
             return None
         priority, authenticated = table["priority"], table["authenticated"]
         assert isinstance(priority, int)
@@ -273,8 +407,10 @@ class _Builder:
 
     # -- what applies --
 
-    def _profile(self, name: str, table: Mapping[str, object]) -> Profile:
-        where = ("settings", name)
+    def profile(
+        self, name: str | None, where: tuple[str, ...], table: Mapping[str, object]
+    ) -> Profile:
+        """What ``table`` applies; its keys' paths start with ``where``."""
         disabled = self._disabled(where, table)
         thresholds = self._thresholds((*where, "actions"), table["actions"])
         symbols = self._scores((*where, "scores"), table["scores"])

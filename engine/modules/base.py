@@ -13,7 +13,7 @@ A module is one file in ``engine/modules/``::
                 task.insert_result("MISSING_DATE")
 
 Every module's settings table (``[headers]``) gets ``enabled = true`` for free. Nothing is
-global: what a module needs from outside (data directory, shipped maps, config) reaches it
+global: what a module needs from outside (data directory, maps, config) reaches it
 through ``ModuleContext``.
 """
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from engine.config.loader import Config
     from engine.dns import Resolver
+    from engine.maps import Maps
     from engine.storage import Store
 
 __all__ = ["Module", "ModuleContext", "check"]
@@ -48,7 +49,8 @@ class ModuleContext:
     config: Config
     data_dir: Path
     rules_dir: Path
-    maps_dir: Path
+    # Every map by name, the site's copy (<config_dir>/maps/) before the shipped one.
+    maps: Maps
     store: Store
     dns: Resolver
 

@@ -7,8 +7,9 @@ work other checks share) and only for multipart/alternative messages. ``attachme
 sniffs at most a dozen decoded bytes of each named part.
 
 Names and default scores follow Rspamd's ``mime_types`` plugin and ``headers_checks.lua``
-where the check is the same. Data lives in ``maps/``: ``mime_types.map`` (good and bad
-content types), ``bad_extensions.map``, ``extension_types.map``.
+where the check is the same. Data comes from maps (``engine.maps``: a site's copy in
+``<config_dir>/maps/`` before the shipped one): ``mime_types.map`` (good and bad content
+types), ``bad_extensions.map``, ``extension_types.map``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import binascii
 import re
 from typing import TYPE_CHECKING
 
-from engine.maps import read_map_entries
+from engine.maps import MapError
 from engine.mime.text import TextPart, html_to_text
 from engine.modules.base import Module, check
 from engine.symbols.spec import SymbolSpec
@@ -152,16 +153,21 @@ class MimeTypes(Module):
     )
 
     def setup(self) -> None:
-        maps = self.ctx.maps_dir
+        maps = self.ctx.maps
         self.type_weights: dict[str, float] = {}
-        for entry in read_map_entries(maps / "mime_types.map"):
+        for entry in maps.entries("mime_types.map"):
             ctype, _, weight = entry.partition(" ")
-            self.type_weights[ctype.lower()] = float(weight.strip() or 0)
+            try:
+                self.type_weights[ctype.lower()] = float(weight.strip() or 0)
+            except ValueError:
+                # A site's copy (/savemap) is checked here, at start or reload, not mid-scan.
+                path = maps.path("mime_types.map")
+                raise MapError(path, f"{entry!r}: the weight is not a number") from None
         self.bad_extensions = frozenset(
-            e.lower().lstrip(".") for e in read_map_entries(maps / "bad_extensions.map")
+            e.lower().lstrip(".") for e in maps.entries("bad_extensions.map")
         )
         self.extension_types: dict[str, tuple[str, ...]] = {}
-        for entry in read_map_entries(maps / "extension_types.map"):
+        for entry in maps.entries("extension_types.map"):
             ext, *types = entry.lower().split()
             self.extension_types[ext] = tuple(types)
 

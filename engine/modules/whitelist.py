@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Final, Literal
 from engine.auth.psl import normalize_domain, organizational_domain, warm_up
 from engine.auth.results import DKIM_RESULTS, DMARC_RESULT, SPF_RESULT, stashed
 from engine.config.schema import Key, Section
-from engine.errors import ConfigError
-from engine.maps import read_map_entries
+from engine.errors import ConfigError, ConfigProblem
+from engine.maps import MapError, read_map_entries
 from engine.modules.base import Module, check
 from engine.pipeline.stages import Stage
 from engine.symbols.spec import SymbolSpec
@@ -82,31 +82,45 @@ class Whitelist(Module):
             "maps": Key(
                 (list,),
                 [],
-                "Map files of 'domain method [mode]' lines, besides the shipped "
-                f"{_SHIPPED_MAP}; relative paths are under the config directory.",
+                "Map files of 'domain method [mode]' lines, besides "
+                f"{_SHIPPED_MAP} (shipped_map); relative paths are under the config "
+                "directory.",
                 extend=True,
             ),
-            "shipped_map": Key((bool,), True, f"Use the shipped maps/{_SHIPPED_MAP}."),
+            "shipped_map": Key(
+                (bool,),
+                True,
+                f"Use the map {_SHIPPED_MAP}: the shipped one, or the config directory's "
+                f"maps/{_SHIPPED_MAP} when there is one.",
+            ),
         }
     )
 
     def setup(self) -> None:
         warm_up()
-        paths: list[tuple[Path, tuple[str, ...]]] = []
+        self.entries: dict[Method, dict[str, _Entry]] = {m: {} for m in _METHODS}
+        sources: list[tuple[Path, list[str], tuple[str, ...]]] = []
+        problems: list[ConfigProblem] = []
         if self.settings["shipped_map"]:
-            paths.append((self.ctx.maps_dir / _SHIPPED_MAP, ("whitelist", "shipped_map")))
+            key = ("whitelist", "shipped_map")
+            path = self.ctx.maps.path(_SHIPPED_MAP)
+            try:
+                sources.append((path, self.ctx.maps.entries(_SHIPPED_MAP), key))
+            except MapError as exc:
+                problems.extend(self.ctx.config.problem(key, str(p)) for p in exc.problems)
         base = self.ctx.config.config_dir or Path()
         extra = self.settings["maps"]
         assert isinstance(extra, list)
-        paths.extend((base / str(entry), ("whitelist", "maps")) for entry in extra)
-        self.entries: dict[Method, dict[str, _Entry]] = {m: {} for m in _METHODS}
-        problems = []
-        for path, where in paths:
+        for entry in extra:
+            # The site's own files, named in [whitelist] maps: read as they are given.
+            path = base / str(entry)
             try:
-                lines = read_map_entries(path)
-            except OSError as exc:
-                problems.append(self.ctx.config.problem(where, f"cannot read {path}: {exc}"))
-                continue
+                sources.append((path, read_map_entries(path), ("whitelist", "maps")))
+            except (OSError, UnicodeDecodeError) as exc:
+                problems.append(
+                    self.ctx.config.problem(("whitelist", "maps"), f"cannot read {path}: {exc}")
+                )
+        for path, lines, where in sources:
             for line in lines:
                 problem = self._add(line)
                 if problem:

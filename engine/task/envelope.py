@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from engine.result import UrlFormat
+    from engine.settings import InlineSettings
+
 __all__ = ["Envelope", "ScanRequest"]
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -43,7 +46,12 @@ class ScanRequest:
     Give either ``raw`` (the whole RFC 5322 message) or ``headers`` and ``body`` (as a
     milter receives them: header values without the leading space, folds as LF, body
     with CRLF line ends). ``settings_id`` names a ``[settings.NAME]`` table to apply
-    instead of choosing one by the envelope (Rspamd's ``Settings-ID``).
+    instead of choosing one by the envelope (Rspamd's ``Settings-ID``); ``settings``, an
+    inline block (Rspamd's ``Settings``), wins over both (``Engine.scan`` raises
+    ``InvalidSettings`` before anything runs when it names what the engine lacks).
+    ``url_format`` asks for the message's URL hosts and e-mail addresses in the result
+    (``"hosts"``, or ``"extended"`` for one object per URL); ``None``, the milter's
+    choice, spends nothing on them.
     """
 
     envelope: Envelope = field(default_factory=Envelope)
@@ -53,6 +61,8 @@ class ScanRequest:
     body_truncated: bool = False
     log_tag: str | None = None
     settings_id: str | None = None
+    settings: InlineSettings | None = None
+    url_format: UrlFormat | None = None
     # When the MTA received the message (Unix time); None means now. A replay of stored
     # mail (corpustest, re-scans) passes the original time so date checks judge it as of
     # its arrival, not as of today.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from engine import Action
-from engine.data import shipped_dir
+from engine.maps import map_files
 from milterd.http.protocol import HttpError, HttpResponse, error_response, json_response
 
 if TYPE_CHECKING:
@@ -178,12 +178,9 @@ class PolicyEditor:
             return await self._apply(path, old)
 
     def _map_files(self) -> list[tuple[str, Path]]:
-        """Shipped maps, each replaced by the config directory's copy when there is one."""
-        files = {p.name: p for p in sorted(shipped_dir("maps").glob("*.map"))}
-        config_dir = self._config_dir_or_none()
-        if config_dir is not None and (config_dir / "maps").is_dir():
-            files.update({p.name: p for p in sorted((config_dir / "maps").glob("*.map"))})
-        return sorted(files.items())
+        """Every map, each where the engine reads it from: the config directory's copy
+        when there is one, else the shipped map (``engine.maps.map_path``)."""
+        return list(map_files(self._config_dir_or_none()).items())
 
     def _find_map(self, selector: str | None) -> tuple[str, Path]:
         if not selector:

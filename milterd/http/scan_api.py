@@ -2,9 +2,11 @@
 
 The message is the body; the envelope comes in headers (``IP``, ``Helo``, ``Hostname``,
 ``From``, ``Rcpt`` once per recipient, ``Queue-Id``, ``User``, ``MTA-Name``, ``Pass``,
-``Settings-ID``, ``Log-Tag``, ``Flags``). The answer is ``ScanResult.to_json()``, Rspamd's
-``/checkv2`` shape; ``/check`` and ``/symbols`` get the legacy v1 shape, with the symbols
-inside ``"default"``. A header we cannot read is a 400 with a JSON error, not a guess.
+``Settings-ID``, ``Settings``, ``Log-Tag``, ``Flags``, ``URL-Format``). The answer is
+``ScanResult.to_json()``, Rspamd's ``/checkv2`` shape, with the message's URL hosts and
+e-mail addresses (``urls``, ``emails``); ``/check`` and ``/symbols`` get the legacy v1
+shape, with the symbols inside ``"default"``. A header we cannot read is a 400 with a
+JSON error, not a guess; so are inline settings the engine refuses.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import trio
 
 from engine import Action, Envelope, ScanRequest
 from engine.mime import bare_address
+from engine.settings import InlineSettings, InvalidSettings
 from milterd.http.compression import (
     COMPRESSED_HEADERS,
     compress_reply,
@@ -30,6 +33,7 @@ from milterd.logging import log_scan
 
 if TYPE_CHECKING:
     from engine import ScanResult
+    from engine.result import UrlFormat
     from milterd.http.context import HttpContext
     from milterd.http.protocol import HttpRequest
 
@@ -38,7 +42,8 @@ __all__ = ["KNOWN_FLAGS", "SCAN_PATHS", "ScanService", "parse_scan_request"]
 log = logging.getLogger(__name__)
 scan_log = logging.getLogger("milterd.scan")
 
-# Rspamd's flags (protocol.c); the ones milterd acts on are skip, no_log, zstd, groups.
+# Rspamd's flags (protocol.c); the ones milterd acts on are skip, no_log, zstd, groups,
+# ext_urls.
 KNOWN_FLAGS: Final = frozenset(
     {
         "pass_all",
@@ -65,32 +70,45 @@ def parse_scan_request(request: HttpRequest, message: bytes) -> tuple[ScanReques
     """The engine's request and the flags, from the HTTP headers and the message.
 
     Raises:
-        HttpError: 400 for a header that cannot be read, 501 for an inline ``Settings``
-            block (the engine applies named settings only, so far).
+        HttpError: 400 for a header that cannot be read, an inline ``Settings`` block
+            included (not a JSON object, an unknown key, a value of the wrong type).
     """
     flags = _flags(request)
-    settings = request.header("settings")
-    if settings is not None and settings.strip():
-        try:
-            block = json.loads(settings)
-        except ValueError:
-            raise HttpError(400, "Settings: not a JSON object") from None
-        if not isinstance(block, dict):
-            raise HttpError(400, "Settings: not a JSON object")
-        if block:
-            # TODO(issue 5): apply inline settings once the engine takes a settings block.
-            raise HttpError(
-                501,
-                "inline Settings blocks are not supported yet; name a [settings.NAME] "
-                "table with Settings-ID",
-            )
     envelope = _envelope(request)
     settings_id = (request.header("settings-id") or "").strip() or None
     log_tag = (request.header("log-tag") or "").strip() or envelope.queue_id
     scan_request = ScanRequest(
-        envelope=envelope, raw=message, log_tag=log_tag, settings_id=settings_id
+        envelope=envelope,
+        raw=message,
+        log_tag=log_tag,
+        settings_id=settings_id,
+        # When both come, the inline block wins and Settings-ID is ignored, as in Rspamd.
+        settings=_inline_settings(request),
+        url_format=_url_format(request, flags),
     )
     return scan_request, flags
+
+
+def _inline_settings(request: HttpRequest) -> InlineSettings | None:
+    """Rspamd's ``Settings`` header: what a ``[settings.NAME]`` table applies, as JSON."""
+    text = request.header("settings")
+    if text is None or not text.strip():
+        return None
+    try:
+        block = json.loads(text)
+    except ValueError:
+        raise HttpError(400, "Settings: not a JSON object") from None
+    if not isinstance(block, dict):
+        raise HttpError(400, "Settings: not a JSON object")
+    try:
+        return InlineSettings.parse(block)
+    except InvalidSettings as exc:
+        raise HttpError(400, f"Settings: {exc}") from None
+
+
+def _url_format(request: HttpRequest, flags: frozenset[str]) -> UrlFormat:
+    extended = (request.header("url-format") or "").strip().lower() == "extended"
+    return "extended" if extended or "ext_urls" in flags else "hosts"
 
 
 def _flags(request: HttpRequest) -> frozenset[str]:
@@ -173,6 +191,8 @@ class ScanService:
             try:
                 with context.engines.lease() as engine:
                     result = await engine.scan(request)
+            except InvalidSettings as exc:  # names this engine does not know
+                return error_response(400, f"Settings: {exc}")
             # The request's top-level guard: whatever failed inside the engine, this
             # client gets a 500 and every other connection goes on.
             except Exception:

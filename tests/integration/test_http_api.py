@@ -318,10 +318,99 @@ async def test_unreadable_envelope_header_is_400(
     assert error["error_domain"] == "milterd"
 
 
-async def test_inline_settings_block_is_not_supported_yet(server: Server) -> None:
-    reply = await server.post(headers=[("Settings", '{"actions": {"reject": 1}}')])
-    assert reply.status == 501
-    assert "Settings-ID" in str(_json(reply)["error"])
+# -- inline settings (the Settings header) ---------------------------------------------------------
+
+
+async def test_inline_settings_disable_symbols(server: Server) -> None:
+    settings = json.dumps({"symbols_disabled": ["MISSING_MID"]})
+    result = _json(await server.post(headers=[("Settings", settings)]))
+    symbols = result["symbols"]
+    assert isinstance(symbols, dict)
+    assert "MISSING_MID" not in symbols
+    assert "MISSING_DATE" in symbols
+    assert result["score"] == pytest.approx(1.0)
+    assert "settings_id" not in result
+
+
+async def test_inline_settings_change_thresholds(server: Server) -> None:
+    settings = json.dumps({"actions": {"reject": 3, "add_header": None}})
+    result = _json(await server.post(headers=[("Settings", settings)]))
+    assert result["action"] == "reject"
+    assert result["required_score"] == 3.0
+    assert result["thresholds"] == {"reject": 3.0}
+    scores = json.dumps({"scores": {"MISSING_DATE": 5.0}})
+    assert _json(await server.post(headers=[("Settings", scores)]))["action"] == "add header"
+
+
+async def test_inline_settings_win_over_settings_id(server: Server) -> None:
+    named = _json(await server.post(headers=[("Settings-ID", "strict")]))
+    assert named["action"] == "reject"
+    both = [("Settings-ID", "strict"), ("Settings", '{"actions": {"add_header": 2}}')]
+    result = _json(await server.post(headers=both))
+    assert result["action"] == "add header"
+    assert "settings_id" not in result
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"ip": ["203.0.113.0/24"]}, "ip"),  # a condition: inline settings always apply
+        ({"symbols_enabled": 3}, "symbols_enabled"),
+        ({"actions": {"rejectt": 3}}, "actions.rejectt"),
+        ({"scores": {"NO_SUCH_SYMBOL": 1}}, "scores.NO_SUCH_SYMBOL"),
+        ({"symbols_disabled": ["NO_SUCH_SYMBOL"]}, "symbols_disabled"),
+        ({"groups_enabled": ["no_such_group"]}, "groups_enabled"),
+    ],
+)
+async def test_bad_inline_settings_are_400_naming_the_key(
+    server: Server, settings: dict[str, object], key: str
+) -> None:
+    reply = await server.post(headers=[("Settings", json.dumps(settings))])
+    assert reply.status == 400
+    error = _json(reply)
+    assert str(error["error"]).startswith(f"Settings: {key}: ")
+    assert error["error_domain"] == "milterd"
+
+
+# -- urls and emails -------------------------------------------------------------------------------
+
+LINKS = (
+    b"From: alice@sender.test\r\nTo: bob@example.test\r\nSubject: Links\r\n\r\n"
+    b"See https://www.Example.COM/a, https://www.example.com/b and http://sho.rt/x.\r\n"
+    b"Questions: carol@Help.Example.COM\r\n"
+)
+
+
+async def test_urls_and_emails_are_reported(server: Server) -> None:
+    result = _json(await server.post(body=LINKS))
+    assert result["urls"] == ["www.example.com", "sho.rt"]
+    assert result["emails"] == ["carol@help.example.com"]
+    legacy = _json(await server.post("/check", body=LINKS))
+    assert legacy["urls"] == ["www.example.com", "sho.rt"]
+    plain = _json(await server.post())  # a message without any: no keys, as Rspamd
+    assert "urls" not in plain
+    assert "emails" not in plain
+
+
+@pytest.mark.parametrize("header", [("Flags", "ext_urls"), ("URL-Format", "extended")])
+async def test_extended_urls(server: Server, header: tuple[str, str]) -> None:
+    result = _json(await server.post(body=LINKS, headers=[header]))
+    assert result["urls"] == [
+        {
+            "url": "https://www.example.com/a",
+            "tld": "example.com",
+            "host": "www.example.com",
+            "flags": ["text"],
+        },
+        {
+            "url": "https://www.example.com/b",
+            "tld": "example.com",
+            "host": "www.example.com",
+            "flags": ["text"],
+        },
+        {"url": "http://sho.rt/x", "tld": "sho.rt", "host": "sho.rt", "flags": ["text"]},
+    ]
+    assert result["emails"] == ["carol@help.example.com"]
 
 
 async def test_empty_body_is_400(server: Server) -> None:

@@ -2,21 +2,20 @@
 
 The URLs are parsed once per message (``engine/mime/urls.py``): hosts lower-cased, IDN
 decoded, IPv4 in any notation recognised, oddities kept as facts. The lists these
-functions compare against are shipped maps (``maps/url_shorteners.map``,
-``maps/suspicious_tlds.map``), read once per process: function atoms receive only the
-task, and the maps are package data that changes with a release, not per site.
+functions compare against are maps (``url_shorteners.map``, ``suspicious_tlds.map``):
+the engine's, found through the task (``engine.maps``), so a site's copy in
+``<config_dir>/maps/`` (what the controller's ``/savemap`` writes) wins over the shipped
+one and a reload reads it again.
 """
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import unicodedata
 from typing import TYPE_CHECKING
 
-from engine.data import shipped_dir
-from engine.maps import read_map_entries
+from engine.maps import maps_in
 from engine.mime.addresses import domain_of, parse_address_list
 from engine.mime.urls import UrlSource, parse_url, registered_domain
 from engine.rules.functions import function
@@ -59,10 +58,9 @@ _PRIVATE_NETS = tuple(
 _SPOOFING_SCRIPTS = ("CYRILLIC", "GREEK", "ARMENIAN", "CHEROKEE")
 
 
-@functools.cache
-def _map(name: str) -> frozenset[str]:
-    """A shipped map's entries, lower case (read once per process)."""
-    return frozenset(e.lower().lstrip(".") for e in read_map_entries(shipped_dir("maps") / name))
+def _map(task: Task, name: str) -> frozenset[str]:
+    """A map's entries as lower-case domains (read when the engine was built)."""
+    return maps_in(task.stash).domains(name)
 
 
 def _urls(task: Task) -> list[Url]:
@@ -122,14 +120,14 @@ def html_link_to_ip(task: Task) -> bool:
 @function("has_shortener_url", cost=6)
 def has_shortener_url(task: Task) -> bool:
     """A URL goes through a URL shortener (maps/url_shorteners.map)."""
-    shorteners = _map("url_shorteners.map")
+    shorteners = _map(task, "url_shorteners.map")
     return any(_in_domains(u.host, shorteners) for u in _urls(task) if not u.is_ip)
 
 
 @function("has_suspicious_tld_url", cost=6)
 def has_suspicious_tld_url(task: Task) -> bool:
     """A URL's host is under a much-abused top-level domain (maps/suspicious_tlds.map)."""
-    tlds = _map("suspicious_tlds.map")
+    tlds = _map(task, "suspicious_tlds.map")
     return any(u.tld in tlds for u in _urls(task))
 
 
