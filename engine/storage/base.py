@@ -165,10 +165,12 @@ class Store(Protocol):
     # -- lists --------------------------------------------------------------------------
 
     async def lpush_trim(
-        self, key: str, value: bytes, maxlen: int, ttl: float | None = None
+        self, key: str, *values: bytes, maxlen: int, ttl: float | None = None
     ) -> None:
-        """Put ``value`` at the head of the list at ``key`` (created when missing) and
-        drop the oldest entries beyond ``maxlen`` (≥ 1): a bounded history."""
+        """Put ``values`` at the head of the list at ``key`` (created when missing), one
+        after the other as Redis ``LPUSH`` does (the last ends up first), and drop the
+        oldest entries beyond ``maxlen`` (≥ 1): a bounded history. One round trip however
+        many values: a writer that batches pays once."""
 
     async def lrange(self, key: str, start: int = 0, stop: int = -1) -> list[bytes]:
         """Entries ``start`` to ``stop`` inclusive of the list at ``key``, newest first.

@@ -387,14 +387,16 @@ class RedisStore:
     # -- lists ----------------------------------------------------------------------------
 
     async def lpush_trim(
-        self, key: str, value: bytes, maxlen: int, ttl: float | None = None
+        self, key: str, *values: bytes, maxlen: int, ttl: float | None = None
     ) -> None:
         check_ttl(ttl)
         check_maxlen(maxlen)
+        if not values:
+            return
         name = self._k(key)
 
         def build(pipe: redis.client.Pipeline) -> None:
-            pipe.lpush(name, value)
+            pipe.lpush(name, *values)
             pipe.ltrim(name, 0, maxlen - 1)
             if ttl is not None:
                 pipe.pexpire(name, _ms(ttl))

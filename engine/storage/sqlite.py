@@ -484,18 +484,21 @@ class SqliteStore:
     # -- lists ----------------------------------------------------------------------------
 
     async def lpush_trim(
-        self, key: str, value: bytes, maxlen: int, ttl: float | None = None
+        self, key: str, *values: bytes, maxlen: int, ttl: float | None = None
     ) -> None:
         check_ttl(ttl)
         check_maxlen(maxlen)
+        if not values:
+            return
 
         def lpush_trim(db: sqlite3.Connection, now: float) -> None:
             _open_container(db, key, _LIST, ttl, now)
             # The head has the lowest sequence number: new entries go below it.
             (head,) = db.execute("SELECT min(seq) FROM list WHERE key = ?", (key,)).fetchone()
-            db.execute(
+            head = 0 if head is None else head
+            db.executemany(
                 "INSERT INTO list (key, seq, value) VALUES (?, ?, ?)",
-                (key, 0 if head is None else head - 1, bytes(value)),
+                ((key, head - n, bytes(value)) for n, value in enumerate(values, 1)),
             )
             db.execute(
                 "DELETE FROM list WHERE key = ? AND seq >= (SELECT seq FROM list WHERE key = ?"

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 HISTORY_KEY: Final = "history:scans"
 _QUEUE: Final = 1024
+_BATCH: Final = 256
 _MAX_OPTIONS: Final = 10
 _MAX_SUBJECT: Final = 256
 
@@ -72,18 +73,29 @@ class History:
         """Write queued rows until ``close`` (then drain what is queued, and return)."""
         async with self._receive:
             async for row in self._receive:
+                # Whatever queued up while the last write ran goes in one write: under
+                # load that is one Store round trip (and one SQLite transaction) for many
+                # scans, not one each.
+                rows = [row]
+                while len(rows) < _BATCH:
+                    try:
+                        rows.append(self._receive.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
                 try:
                     with self.engines.lease() as engine:
-                        await engine.store.lpush_trim(HISTORY_KEY, row, self.rows)
+                        await engine.store.lpush_trim(HISTORY_KEY, *rows, maxlen=self.rows)
                 except StoreUnavailable as exc:
                     self.metrics.error("history")
-                    log.warning("history: a row is lost: the store is unavailable: %s", exc)
+                    log.warning(
+                        "history: %d row(s) lost: the store is unavailable: %s", len(rows), exc
+                    )
                 # The writer's isolation boundary: history is a convenience, and a row it
                 # cannot write must never take the daemon (or its scans) down with it.
                 except Exception:
                     self.metrics.error("history")
-                    log.exception("history: a row is lost")
-                self._pending -= 1
+                    log.exception("history: %d row(s) lost", len(rows))
+                self._pending -= len(rows)
                 if not self._pending:
                     self._idle.set()
 

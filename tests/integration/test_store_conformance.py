@@ -474,6 +474,16 @@ async def test_lpush_trim_keeps_the_newest(store: Store) -> None:
         await store.lpush_trim("hist", b"x", maxlen=0)
 
 
+async def test_lpush_trim_of_several_values_pushes_them_in_order(store: Store) -> None:
+    await store.lpush_trim("hist", b"a", maxlen=4)
+    await store.lpush_trim("hist", b"b", b"c", b"d", maxlen=4)  # as LPUSH: the last first
+    assert await store.lrange("hist") == [b"d", b"c", b"b", b"a"]
+    await store.lpush_trim("hist", b"e", b"f", b"g", maxlen=4)  # one batch trims once
+    assert await store.lrange("hist") == [b"g", b"f", b"e", b"d"]
+    await store.lpush_trim("hist", maxlen=4)  # nothing to push: nothing changes
+    assert await store.lrange("hist") == [b"g", b"f", b"e", b"d"]
+
+
 @pytest.mark.parametrize(
     ("start", "stop", "expected"),
     [
