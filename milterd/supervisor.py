@@ -199,7 +199,11 @@ class Supervisor:
         self.children: dict[int, _Child] = {}
         self.slots: dict[tuple[str, int], _Slot] = {}
         self.errors: list[dict[str, object]] = []
+        self._pid = os.getpid()
         self._validator: int | None = None
+        # A SIGHUP during a reload: the files may have changed since that reload read them
+        # (two controller saves in a row), so read them again once it is over.
+        self._reload_again = False
         self._candidate: Config | None = None  # read, not yet validated
         self._configs: dict[int, Config] = {}  # generation → the configuration it runs
         self._validating_startup = False
@@ -263,6 +267,9 @@ class Supervisor:
                     self._read_ready(child)
             now = time.monotonic()
             self._check_pending(now)
+            if self._reload_again and self._validator is None and self._pending is None:
+                self._reload_again = False
+                self._reload()
             self._restart_due(now)
             self._kill_overdue(now)
             if self._stopping and not self.children and self._validator is None:
@@ -319,7 +326,9 @@ class Supervisor:
         if self._stopping:
             return
         if self._validator is not None or self._pending is not None:
-            log.warning("SIGHUP: a reload is already under way; ignored")
+            if not self._reload_again:
+                log.info("SIGHUP: a reload is under way; another follows it")
+            self._reload_again = True
             return
         log.info("SIGHUP: checking the configuration")
         if not self._read_candidate():
@@ -424,6 +433,9 @@ class Supervisor:
             controller=() if scanning else self.controller,
             reports=keep_reports,
             drain_seconds=self.drain_seconds,
+            load_config=self.load_config,
+            supervisor_pid=self._pid,
+            start_timeout=self.start_timeout,
         )
         return run_worker(spec, ready_w)
 

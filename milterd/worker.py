@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Final
 
 import trio
@@ -31,6 +32,7 @@ from milterd.settings import MilterSettings
 
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
     from engine import Config
 
@@ -53,6 +55,11 @@ class WorkerSpec:
     controller: tuple[socket.socket, ...]
     reports: socket.socket  # the counters channel: sending end, or (controller) reading end
     drain_seconds: float
+    # What a reload reads (the supervisor's own), and whom to ask for one: the controller's
+    # saves change files that every worker must read, so they reload the whole daemon.
+    load_config: Callable[[], Config]
+    supervisor_pid: int
+    start_timeout: float = 60.0
 
 
 def run_worker(spec: WorkerSpec, ready_fd: int) -> int:
@@ -105,6 +112,7 @@ async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int
             cluster = Cluster(context.metrics)
             context.cluster = cluster
             nursery.start_soon(cluster.run, spec.reports)
+            context.reload = partial(_reload_through_supervisor, spec, cluster)
         else:
             nursery.start_soon(
                 report_loop,
@@ -124,6 +132,37 @@ async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int
         await nursery.start(serve_then_stop)
         os.write(ready_fd, b"R")
         os.close(ready_fd)
+
+
+async def _reload_through_supervisor(spec: WorkerSpec, cluster: Cluster) -> bool:
+    """A controller save (``/savemap``, ``/saveactions``, ``/savesymbols``) under the
+    supervisor: build an engine from the changed directory here, so a refused change is
+    answered (409) and undone at once; then SIGHUP the supervisor, whose reload replaces
+    every worker, and answer once the new generation serves (or ``start_timeout`` passed:
+    the change is valid and the supervisor logs why its workers are late)."""
+
+    def build() -> Engine:
+        return Engine.from_config(spec.load_config())
+
+    try:
+        engine = await trio.to_thread.run_sync(build)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("reload: %s", problem)
+        log.error("reload refused; the controller's change is undone")
+        return False
+    # The same boundary as Daemon.reload: a module whose setup raises refuses the change.
+    except Exception:
+        log.exception("reload failed; the controller's change is undone")
+        return False
+    await engine.aclose()
+    if os.getppid() != spec.supervisor_pid:
+        log.error("reload: the supervisor (pid %d) is gone; nothing to reload", spec.supervisor_pid)
+        return False
+    os.kill(spec.supervisor_pid, signal.SIGHUP)
+    with trio.move_on_after(spec.start_timeout):
+        await cluster.wait_for_generation(spec.generation + 1)
+    return True
 
 
 def _listener(sock: socket.socket) -> trio.SocketListener:

@@ -63,6 +63,7 @@ class Cluster:
         self.retired = Metrics()
         self.retired_messages = 0
         self.baseline = Metrics()  # what /statreset took away
+        self._supervisor_report = trio.Event()
 
     def receive(self, data: bytes) -> None:
         try:
@@ -74,6 +75,8 @@ class Cluster:
         if report.get("type") == "supervisor":
             self.supervisor = report
             self._fold_departed()
+            self._supervisor_report.set()
+            self._supervisor_report = trio.Event()
         elif report.get("type") == "worker" and isinstance(report.get("pid"), int):
             report["received"] = time.time()
             self.workers[int(report["pid"])] = report
@@ -148,6 +151,15 @@ class Cluster:
             "retired_messages": self.retired_messages,
             "last_errors": errors[:20],
         }
+
+    async def wait_for_generation(self, generation: int) -> None:
+        """Return once the supervisor reports configuration ``generation`` (or a later
+        one) serving."""
+        while True:
+            current = self.supervisor.get("generation")
+            if isinstance(current, int) and current >= generation:
+                return
+            await self._supervisor_report.wait()
 
     async def run(self, sock: socket.socket) -> None:
         """Read reports until cancelled."""

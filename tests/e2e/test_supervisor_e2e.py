@@ -25,7 +25,7 @@ import pytest
 from e2e_support import WAIT, Reply, _die_with_parent, dump_logs, message, wait_for
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
     from pathlib import Path
 
     from e2e_support import Milterd, Postfix
@@ -336,3 +336,53 @@ def test_sigterm_under_load_finishes_messages_in_flight(
         assert postfix_instance.delivered(queue_id).get_all("X-Spamd-Result")
     stream.stop()  # messages after the stop are refused by Postfix (tempfail): not ours
     assert supervised.stop() == 0
+
+
+def _controller(
+    supervised: Supervised, path: str, body: object, headers: Sequence[tuple[str, str]] = ()
+) -> tuple[int, object]:
+    """POST to the controller as an operator's script would (the unix socket is trusted)."""
+    import trio
+
+    from milterd.client import http_request
+
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    async def post() -> tuple[int, object]:
+        with trio.fail_after(WAIT * 3):
+            reply = await http_request(
+                f"unix:{supervised.control}", "POST", path, headers=headers, body=data
+            )
+        return reply.status, json.loads(reply.body)
+
+    return trio.run(post)
+
+
+def test_a_controller_save_reloads_every_worker(
+    supervised: Supervised, postfix_instance: Postfix
+) -> None:
+    """/saveactions under the supervisor: the change reaches the scanning workers (the
+    controller asks the supervisor for the reload) and is in force when the answer comes;
+    two saves in a row both land; a refused one is undone and the old workers serve on."""
+    supervised.start(BASE)
+    pids = supervised.scanning_pids()
+
+    status, answer = _controller(supervised, "/saveactions", {"greylist": None})
+    assert (status, answer) == (200, {"success": True})
+    status, answer = _controller(supervised, "/saveactions", {"add header": -1000})
+    assert (status, answer) == (200, {"success": True})
+    reply = postfix_instance.send(message("after two saves"))
+    assert reply.code == 250
+    assert reply.queue_id is not None
+    assert postfix_instance.delivered(reply.queue_id).get_all("X-Spam") == ["Yes"]
+    assert supervised.scanning_pids().isdisjoint(pids)  # new workers read the new files
+    generation = supervised.status()["config_generation"]
+    assert isinstance(generation, int)
+    assert generation >= 2
+
+    status, answer = _controller(
+        supervised, "/savemap", b"text/html not-a-weight\n", [("Map", "mime_types.map")]
+    )
+    assert status == 409, answer  # refused by the engine: undone, nothing reloaded
+    assert not (supervised.config_dir / "maps" / "mime_types.map").exists()
+    assert supervised.status()["config_generation"] == generation
