@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 HISTORY_KEY: Final = "history:scans"
 _QUEUE: Final = 1024
 _BATCH: Final = 256
+_LINGER: Final = 0.2  # seconds
 _MAX_OPTIONS: Final = 10
 _MAX_SUBJECT: Final = 256
 
@@ -98,6 +99,11 @@ class History:
                 self._pending -= len(rows)
                 if not self._pending:
                     self._idle.set()
+                if len(rows) < _BATCH:
+                    # Let the next rows gather: under load one write then carries a few
+                    # hundred scans (not the few that queued during the last write), and
+                    # the history is never more than this far behind.
+                    await trio.sleep(_LINGER)
 
     async def flush(self) -> None:
         """Return once every row recorded so far is written (or lost, and logged)."""
