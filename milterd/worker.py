@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Final
@@ -25,16 +26,17 @@ from typing import TYPE_CHECKING, Final
 import trio
 
 from engine import ConfigError, Engine
+from engine.storage import StoreUnavailable
 from milterd.daemon import Daemon, Prebound
 from milterd.http import HttpSettings
-from milterd.http.cluster import Cluster, report_loop
+from milterd.http.cluster import REPORT_SECONDS, Cluster, report_loop
 from milterd.settings import MilterSettings
 
 if TYPE_CHECKING:
-    import socket
     from collections.abc import Callable
 
     from engine import Config
+    from engine.storage import Store
 
 __all__ = ["EX_CONFIG", "WorkerSpec", "run_worker"]
 
@@ -113,6 +115,10 @@ async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int
             context.cluster = cluster
             nursery.start_soon(cluster.run, spec.reports)
             context.reload = partial(_reload_through_supervisor, spec, cluster)
+            with daemon.engines.lease() as current:
+                store = current.store
+            await _carry_in(cluster, store)
+            nursery.start_soon(_carry_out, spec, cluster, store)
         else:
             nursery.start_soon(
                 report_loop,
@@ -132,6 +138,33 @@ async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int
         await nursery.start(serve_then_stop)
         os.write(ready_fd, b"R")
         os.close(ready_fd)
+
+
+def _carry_key() -> str:
+    # Per host: instances on several machines may share one Redis, and each has its own.
+    return f"stat:cluster:{socket.gethostname()}"
+
+
+async def _carry_in(cluster: Cluster, store: Store) -> None:
+    """Start from the sums the previous controller left in the Store."""
+    try:
+        cluster.carry_over(await store.get(_carry_key()))
+    except StoreUnavailable as exc:
+        log.warning("statistics: the previous totals are unavailable (%s); counting from 0", exc)
+
+
+async def _carry_out(spec: WorkerSpec, cluster: Cluster, store: Store) -> None:
+    """Keep the sums in the Store for the next controller, every report period (a few
+    hundred bytes), while this controller's generation serves: a draining one must not
+    overwrite what its successor keeps."""
+    while True:
+        await trio.sleep(REPORT_SECONDS)
+        if cluster.supervisor.get("generation") != spec.generation:
+            continue
+        try:
+            await store.set(_carry_key(), cluster.carried_over())
+        except StoreUnavailable as exc:
+            log.warning("statistics: cannot keep the totals for the next controller: %s", exc)
 
 
 async def _reload_through_supervisor(spec: WorkerSpec, cluster: Cluster) -> bool:

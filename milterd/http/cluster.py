@@ -18,6 +18,12 @@ workers whenever it changes. A worker that leaves that list (drained, or killed)
 last report folded into ``retired``, so totals never go down when a worker is replaced;
 what a worker killed with SIGKILL counted after its last report (at most
 ``REPORT_SECONDS``) is lost.
+
+A reload replaces the controller as well. The serving controller keeps its sums (the
+retired ones, each live worker's last report and the ``/statreset`` baseline) in the
+Store every ``REPORT_SECONDS`` (``carried_over``); its successor starts from them
+(``carry_over``), so ``/stat`` and ``/metrics`` counters do not go back at a reload, a
+controller save or a controller restart.
 """
 
 from __future__ import annotations
@@ -117,6 +123,50 @@ class Cluster:
         """``/statreset``: remember what the workers have counted so far, and start at 0."""
         self.baseline = self._raw()
         self.local.reset()
+
+    # What a controller hands to the next: at a reload (or after a crash) a new controller
+    # starts with no reports, and the workers it will hear from counted only since they
+    # started. Without what the last controller had folded in, /stat would fall back to
+    # the current workers' counts at every reload, controller save or restart.
+
+    def carried_over(self) -> bytes:
+        """The sums no live worker reports any more, each worker's last report (folded in
+        by the next controller when the worker leaves, replaced when it reports again), and
+        the /statreset baseline."""
+        retired = self.retired.snapshot()
+        retired_local = Metrics()
+        retired_local.add(retired)
+        retired_local.add(self.local.snapshot())  # the controller's own scans end with it
+        return json.dumps(
+            {
+                "retired": retired_local.snapshot(),
+                "retired_messages": self.retired_messages,
+                "baseline": self.baseline.snapshot(),
+                "workers": {str(pid): report for pid, report in self.workers.items()},
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    def carry_over(self, data: bytes | None) -> None:
+        """Start from what the previous controller left (``carried_over``); anything
+        unreadable starts from zero, as a first start does."""
+        try:
+            state = json.loads(data) if data else None
+        except ValueError:
+            state = None
+        if not isinstance(state, dict):
+            return
+        for name, into in (("retired", self.retired), ("baseline", self.baseline)):
+            counters = state.get(name)
+            if isinstance(counters, dict):
+                into.add(counters)
+        messages = state.get("retired_messages")
+        if isinstance(messages, int):
+            self.retired_messages += messages
+        workers = state.get("workers")
+        for pid, report in workers.items() if isinstance(workers, dict) else ():
+            if pid.isdigit() and isinstance(report, dict):
+                self.workers.setdefault(int(pid), report)
 
     def status(self) -> dict[str, object]:
         """``/status``: the supervisor's view of its workers with each one's counters."""

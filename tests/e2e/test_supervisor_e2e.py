@@ -386,3 +386,39 @@ def test_a_controller_save_reloads_every_worker(
     assert status == 409, answer  # refused by the engine: undone, nothing reloaded
     assert not (supervised.config_dir / "maps" / "mime_types.map").exists()
     assert supervised.status()["config_generation"] == generation
+
+
+def _stat_scanned(supervised: Supervised) -> int:
+    import trio
+
+    from milterd.client import http_request
+
+    async def get() -> int:
+        with trio.fail_after(WAIT):
+            reply = await http_request(f"unix:{supervised.control}", "GET", "/stat")
+        scanned = json.loads(reply.body)["scanned"]
+        assert isinstance(scanned, int)
+        return scanned
+
+    return trio.run(get)
+
+
+def test_statistics_survive_reloads(supervised: Supervised, postfix_instance: Postfix) -> None:
+    """A reload replaces the controller too: the new one starts from the totals the old
+    one kept in the Store, so /stat never goes back (as Rspamd's does not at a reload)."""
+    supervised.start(BASE)
+    for n in range(3):
+        assert postfix_instance.send(message(f"counted {n}")).code == 250
+    wait_for("three scans in /stat", lambda: _stat_scanned(supervised) >= 3, WAIT * 2)
+    for generation in (2, 3):  # twice: the second controller must hand on what it got
+        offset = supervised.log_offset()
+        time.sleep(1.5)  # the carried totals are written within a report period
+        supervised.signal(signal.SIGHUP)
+        supervised.wait_log(rf"configuration reloaded: generation {generation} serves", offset)
+        assert postfix_instance.send(message(f"after reload {generation}")).code == 250
+        want = 3 + generation - 1
+        wait_for(
+            f"{want} scans in /stat after the reload",
+            lambda want=want: _stat_scanned(supervised) >= want,
+            WAIT * 2,
+        )

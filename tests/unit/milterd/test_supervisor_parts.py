@@ -114,6 +114,36 @@ def test_cluster_sums_workers_and_keeps_a_departed_workers_counts() -> None:
     cluster.receive(b"not json")  # ignored
 
 
+def test_a_new_controller_carries_on_from_the_last_ones_totals() -> None:
+    def worker(pid: int, metrics: Metrics) -> bytes:
+        return json.dumps({"type": "worker", "pid": pid, "metrics": metrics.snapshot()}).encode()
+
+    def supervisor(*pids: int) -> bytes:
+        workers = [{"pid": p, "kind": "scan", "slot": i, "started": 0} for i, p in enumerate(pids)]
+        return json.dumps({"type": "supervisor", "workers": workers, "started": 1.0}).encode()
+
+    old = Cluster(_metrics(Action.GREYLIST))  # the controller's own scan counts too
+    old.receive(supervisor(10, 11))
+    old.receive(worker(10, _metrics(Action.NO_ACTION)))
+    old.receive(worker(11, _metrics(Action.REJECT)))
+    old.receive(supervisor(10, 12))  # 11 left: folded into the retired sums
+    old.receive(worker(12, _metrics(Action.NO_ACTION)))
+    old.reset()
+    old.receive(worker(12, _metrics(Action.NO_ACTION, Action.ADD_HEADER)))
+    assert old.totals().scanned == 1
+
+    new = Cluster(Metrics())
+    new.carry_over(old.carried_over())
+    assert new.totals().scanned == 1  # what the old one showed, baseline included
+    new.receive(worker(12, _metrics(Action.NO_ACTION, Action.ADD_HEADER, Action.REJECT)))
+    assert new.totals().scanned == 2  # a carried worker reporting again is not counted twice
+    new.receive(supervisor(20, 21))  # the old generation has gone: its counts stay
+    new.receive(worker(20, _metrics(Action.NO_ACTION)))
+    assert new.totals().scanned == 3
+    new.carry_over(b"not json")  # unreadable: ignored
+    assert new.totals().scanned == 3
+
+
 def test_a_report_goes_over_a_datagram_socket_and_a_full_one_is_dropped() -> None:
     out, into = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     with out, into:
