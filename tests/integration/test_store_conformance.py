@@ -663,6 +663,8 @@ async def test_redis_down_is_store_unavailable_at_once() -> None:
             await store.hmget_many(["a", "b"], ["s", "h"])
         with pytest.raises(StoreUnavailable):
             await store.hincrby_many({"a": {"s": 1}}, ttl=LONG)
+        with pytest.raises(StoreUnavailable):
+            await store.hcounters_many(["a", "b"], ["s", "h"])
     await store.aclose()
 
 
@@ -674,7 +676,28 @@ async def test_redis_that_does_not_answer_times_out() -> None:
         store = RedisStore.from_url(f"redis://127.0.0.1:{port}/{TEST_DB}", timeout=0.2)
         with trio.fail_after(5), pytest.raises(StoreUnavailable, match=r"[Tt]imeout"):
             await store.get("k")
+        with trio.fail_after(5), pytest.raises(StoreUnavailable, match=r"[Tt]imeout"):
+            await store.hcounters_many(["a", "b"], ["s", "h"])
         await store.aclose()
+
+
+async def test_redis_batch_read_survives_a_connection_the_server_closed(redis_db: str) -> None:
+    """The Bayes read writes on a pooled connection itself: one that Redis dropped (a
+    restart, a CLIENT KILL, an idle timeout) is replaced and the read sent again."""
+    store = RedisStore.from_url(redis_db, pool_size=1)
+    await store.hincrby_many({"t1": {"s": 2, "h": 1}})
+    assert await store.hcounters_many(["t1", "t2"], ["s", "h"]) == [(2, 1), (0, 0)]
+    client = redis.Redis.from_url(redis_db)
+    db = str(client.connection_pool.connection_kwargs.get("db", 0))
+    # Only the store's own connection: the test database's client whose last command
+    # was that read (other clients of this Redis are none of the test's business).
+    ours = [c["id"] for c in client.client_list() if c["db"] == db and c["cmd"] == "hmget"]
+    assert len(ours) == 1
+    client.client_kill_filter(_id=ours[0])
+    client.close()
+    assert await store.hcounters_many(["t1", "t2"], ["s", "h"]) == [(2, 1), (0, 0)]
+    assert await store.get("t0") is None  # the pool is healthy afterwards
+    await store.aclose()
 
 
 async def test_redis_key_layout(redis_db: str) -> None:
