@@ -109,9 +109,11 @@ class Dmarc(Module):
             ),
             "reporting": Key(
                 (bool,),
-                True,
+                False,
                 "Keep per-domain aggregate data in the store for domains whose record "
-                "asks for reports (rua=).",
+                "asks for reports (rua=), for a report generator to send. Off by default, "
+                "as in Rspamd: it costs two Store round trips a message from such a "
+                "domain, and milterd does not send the reports itself.",
             ),
             "reporting_ttl": Key(
                 (float,),

@@ -262,10 +262,19 @@ async def test_authenticated_senders_are_not_checked(tmp_path: Path, server: Dns
     assert server.count("_dmarc.example.test") == 0
 
 
+REPORTING = "[dmarc]\nreporting = true\n"
+
+
+async def test_aggregate_data_is_off_by_default(tmp_path: Path, server: DnsServer) -> None:
+    async with auth_engine(tmp_path, server, MODULES) as engine:
+        await engine.scan(request(message(), **SPF_PASS))  # type: ignore[arg-type]
+        assert [k async for k in engine.store.scan("dmarc:*")] == []
+
+
 async def test_aggregate_data_is_kept_per_domain_and_day(tmp_path: Path, server: DnsServer) -> None:
     when = time.mktime((2024, 5, 17, 12, 0, 0, 0, 0, -1))
     day = time.strftime("%Y%m%d", time.gmtime(when))
-    async with auth_engine(tmp_path, server, MODULES) as engine:
+    async with auth_engine(tmp_path, server, MODULES, REPORTING) as engine:
         for envelope in (SPF_PASS, SPF_PASS, SPF_FAIL):
             await engine.scan(request(message(), received_at=when, **envelope))  # type: ignore[arg-type]
         # No rua at own.example.test: nothing to report to, nothing kept.
@@ -283,7 +292,7 @@ async def test_aggregate_data_is_kept_per_domain_and_day(tmp_path: Path, server:
 async def test_aggregate_rows_are_bounded(tmp_path: Path, server: DnsServer) -> None:
     when = time.time()
     day = time.strftime("%Y%m%d", time.gmtime(when))
-    toml = "[dmarc]\nreporting_max_rows = 2\n"
+    toml = REPORTING + "reporting_max_rows = 2\n"
     async with auth_engine(tmp_path, server, MODULES, toml) as engine:
         for last in range(1, 6):
             envelope = {"client": f"203.0.113.{last}", "mail_from": "bounce@mail.example.test"}
