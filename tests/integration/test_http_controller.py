@@ -23,6 +23,8 @@ from engine import ConfigError, Engine
 from engine.modules.gtube import Gtube
 from engine.modules.headers import Headers
 from engine.modules.milter_headers import MilterHeaders
+from engine.modules.mime_types import MimeTypes
+from engine.modules.regexp import Regexp
 from milterd import client
 from milterd.daemon import Daemon
 from milterd.http import CONTROLLER_SECTION, HTTP_SECTION, HttpSettings, hash_password
@@ -34,6 +36,8 @@ from milterd.settings import MILTER_SECTION, MilterSettings
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
+
+    from engine.modules import Module
 
 MODULES = (Gtube, Headers, MilterHeaders)
 SECTIONS = {"milter": MILTER_SECTION, "http": HTTP_SECTION, "controller": CONTROLLER_SECTION}
@@ -103,10 +107,11 @@ def no_error_logs(caplog: pytest.LogCaptureFixture):  # type: ignore[no-untyped-
 
 
 @pytest.fixture
-def start(tmp_path: Path, nursery: trio.Nursery) -> Callable[[str], Awaitable[Controller]]:
-    """Start a daemon whose milterd.toml is ``BASE`` plus the given text."""
+def start(tmp_path: Path, nursery: trio.Nursery) -> Callable[..., Awaitable[Controller]]:
+    """Start a daemon whose milterd.toml is ``BASE`` plus the given text (and whose engine
+    has ``modules``)."""
 
-    async def start(extra: str = "") -> Controller:
+    async def start(extra: str = "", modules: tuple[type[Module], ...] = MODULES) -> Controller:
         etc = tmp_path / "etc"
         etc.mkdir(exist_ok=True)
         (etc / "milterd.toml").write_text(BASE + extra, encoding="utf-8")
@@ -114,9 +119,9 @@ def start(tmp_path: Path, nursery: trio.Nursery) -> Callable[[str], Awaitable[Co
 
         def load() -> Engine:
             config = Engine.load_config(
-                etc, SECTIONS, environ=environ, modules=MODULES, rules_dir=tmp_path
+                etc, SECTIONS, environ=environ, modules=modules, rules_dir=tmp_path
             )
-            return Engine.from_config(config, modules=MODULES)
+            return Engine.from_config(config, modules=modules)
 
         engine = load()
         http = HttpSettings.from_config(engine.config)
@@ -137,7 +142,7 @@ def start(tmp_path: Path, nursery: trio.Nursery) -> Callable[[str], Awaitable[Co
 
 
 @pytest.fixture
-async def controller(start: Callable[[str], Awaitable[Controller]]) -> Controller:
+async def controller(start: Callable[..., Awaitable[Controller]]) -> Controller:
     return await start("")
 
 
@@ -568,3 +573,76 @@ def test_pw_prints_a_hash_that_verifies(
     assert verify_password("correct horse", stored)
     monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
     assert main(["pw", "--stdin"]) == 1
+
+
+# -- maps: a saved map is what the next scan reads ---------------------------------------------
+# The controller writes <config_dir>/maps/NAME and reloads; the new engine reads the site's
+# copy before the shipped map, for the rules' function atoms and the modules alike.
+
+MAP_RULES = """
+[regexp]
+engine = "re"
+
+[rules.SHORT_LINK]
+expression = 'has_shortener_url()'
+score = 1.0
+
+[rules.ODD_TLD]
+expression = 'has_suspicious_tld_url()'
+score = 1.0
+"""
+LINKS = (
+    b"From: alice@sender.test\r\nTo: bob@example.test\r\nSubject: Links\r\n\r\n"
+    b"See https://go.sho.rt/x and https://shop.example.museum/.\r\n"
+)
+
+
+async def _map_symbols(site: Controller) -> set[str]:
+    with trio.fail_after(10):
+        reply = await client.http_request(site.scan_address, "POST", "/checkv2", body=LINKS)
+    assert reply.status == 200, reply.body
+    value = reply.json()
+    assert isinstance(value, dict)
+    symbols = value["symbols"]
+    assert isinstance(symbols, dict)
+    return set(symbols) & {"SHORT_LINK", "ODD_TLD"}
+
+
+async def _save_map(site: Controller, name: str, text: bytes) -> client.Reply:
+    return await site.call("/savemap", body=text, headers=[("Map", name)])
+
+
+async def test_saved_map_entries_fire_on_the_next_scan(
+    start: Callable[..., Awaitable[Controller]],
+) -> None:
+    site = await start(MAP_RULES, (Headers, MimeTypes, Regexp))
+    assert await _map_symbols(site) == set()  # neither is in the shipped maps
+    shorteners = b"# our shorteners\nsho.rt\n"
+    assert (await _save_map(site, "url_shorteners.map", shorteners)).status == 200
+    assert (site.config_dir / "maps" / "url_shorteners.map").read_bytes() == shorteners
+    assert await _map_symbols(site) == {"SHORT_LINK"}
+    assert (await _save_map(site, "suspicious_tlds", b"museum\n")).status == 200
+    assert await _map_symbols(site) == {"SHORT_LINK", "ODD_TLD"}
+    maps = (await site.call("/maps")).json()
+    assert isinstance(maps, list)
+    uris = {m["name"]: m["uri"] for m in maps}
+    local = site.config_dir / "maps"
+    assert uris["url_shorteners.map"] == f"file://{local / 'url_shorteners.map'}"
+    assert uris["suspicious_tlds.map"] == f"file://{local / 'suspicious_tlds.map'}"
+
+
+async def test_a_map_the_new_engine_refuses_is_undone(
+    start: Callable[..., Awaitable[Controller]], caplog: pytest.LogCaptureFixture
+) -> None:
+    site = await start(MAP_RULES, (Headers, MimeTypes, Regexp))
+    caplog.set_level(logging.INFO)
+    assert (await _save_map(site, "url_shorteners.map", b"sho.rt\n")).status == 200
+    reply = await _save_map(site, "mime_types.map", b"text/plain lots\n")
+    assert reply.status == 409
+    assert not (site.config_dir / "maps" / "mime_types.map").exists()
+    refused = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(
+        "mime_types.map: 'text/plain lots': the weight is not a number" in m for m in refused
+    )
+    assert await _map_symbols(site) == {"SHORT_LINK"}  # the engine of the last good save
+    caplog.clear()
