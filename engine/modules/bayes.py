@@ -130,10 +130,12 @@ class Explanation:
     learns: tuple[int, int]
     owner: str | None
     top: list[TokenWeight] = field(default_factory=list)
+    evidence: float = 0.0  # decades, positive for spam (engine.stats.classifier, step 5)
 
     def to_json(self) -> dict[str, object]:
         return {
             "probability": self.probability,
+            "evidence": round(self.evidence, 2),
             "silent": self.silent,
             "tokens": self.tokens_total,
             "tokens_used": self.tokens_used,
@@ -419,4 +421,5 @@ class Bayes(Module):
             learns,
             owner,
             weights,
+            result.evidence,
         )

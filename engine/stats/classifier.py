@@ -43,7 +43,19 @@ spam and ham messages that contained t, out of S spam and H ham learned messages
 5. **Symbols.** ``BAYES_SPAM`` when P > 0.5 + ``symbol_margin``, ``BAYES_HAM`` when
    P < 0.5 - margin, with Rspamd's dynamic weight: the class probability q = max(P, 1-P)
    through y = 32u⁴ - 6u³ - 7u² + 3u with u = q - 0.5, which climbs from 0 at q = 0.5 to
-   1 at q = 1, slowly at first (a 75% opinion weighs 0.34, a 99% one 0.93).
+   1 at q = 1, slowly at first (a 75% opinion weighs 0.34, a 95% one 0.70, a 99% one
+   0.93), plus a **sureness bonus** of up to ``sure_bonus`` (0.4) for overwhelming
+   evidence. P saturates: a message whose ham signal is 10⁻³ and one whose ham signal is
+   10⁻⁴⁰ both have P = 99.9+%, though the second rejects the ham hypothesis 37 orders of
+   magnitude more decisively. The classification keeps that as ``evidence`` =
+   log10(spam_signal / ham_signal) (positive for spam), and the weight grows linearly
+   from ``sure_from`` (4: one chance in 10,000 that the tokens are that spammy by
+   chance) to ``sure_full`` (12) decades. On the SpamAssassin 2002 corpus no ham reached
+   3.4 decades, while 60% of the test spam passed 4 and 36% passed 12: the bonus raised
+   the whole engine's spam detection at "add header" from 89.0% to 90.5% with no more
+   false positives (on a second, smaller split it changed neither). It lets Bayes alone
+   reach the add-header rung (5.1 * 1.4 = 7.1) when the evidence is past about 7.5
+   decades.
 
 Everything here is pure and deterministic (sums are ``math.fsum``, so token order does
 not matter); counts come from a ``StatBackend``.
@@ -72,6 +84,7 @@ __all__ = [
     "combine",
     "dynamic_weight",
     "robinson_f",
+    "sureness_bonus",
 ]
 
 BAYES_SPAM: Final = "BAYES_SPAM"
@@ -89,12 +102,17 @@ class BayesParams:
     min_tokens: int = 11
     min_learns: int = 200
     symbol_margin: float = 0.05
+    sure_bonus: float = 0.4
+    sure_from: float = 4.0
+    sure_full: float = 12.0
 
     def __post_init__(self) -> None:
         if not (self.robinson_s > 0 and 0.0 < self.robinson_x < 1.0):
             raise ValueError("robinson_s must be > 0 and robinson_x in (0, 1)")
         if not (0.0 <= self.min_prob_strength < 0.5 and 0.0 <= self.symbol_margin < 0.5):
             raise ValueError("min_prob_strength and symbol_margin must be in [0, 0.5)")
+        if not (self.sure_bonus >= 0.0 and 0.0 <= self.sure_from < self.sure_full):
+            raise ValueError("need sure_bonus >= 0 and 0 <= sure_from < sure_full")
         if min(self.min_token_hits, self.min_tokens, self.min_learns) < 0:
             raise ValueError("min_token_hits, min_tokens and min_learns must not be negative")
 
@@ -116,13 +134,15 @@ class Classification:
     ``probability`` is P(spam) in [0, 1], or None when a gate kept the classifier silent
     (``silent`` then names it: ``min_learns``, ``min_tokens`` or ``no_evidence``).
     ``tokens_used`` of ``tokens_total`` tokens were significant; ``top(n)`` names the
-    most influential ones, for the "why" display.
+    most influential ones, for the "why" display. ``evidence`` is log10(spam_signal /
+    ham_signal) (module docstring, step 5): positive for spam, in decades, within ±300.
     """
 
     probability: float | None
     tokens_used: int
     tokens_total: int
     silent: str | None = None
+    evidence: float = 0.0
     _tokens: Sequence[int] = field(default=(), repr=False, compare=False)
     _counts: Sequence[tuple[int, int]] = field(default=(), repr=False, compare=False)
     _f: Sequence[float] = field(default=(), repr=False, compare=False)
@@ -195,11 +215,17 @@ def combine(probabilities: Sequence[float]) -> float:
 
 
 def _combine_logs(log_f: float, log_not_f: float, used: int) -> float:
+    return _signals(log_f, log_not_f, used)[0]
+
+
+def _signals(log_f: float, log_not_f: float, used: int) -> tuple[float, float]:
+    """P(spam) and the evidence in decades (module docstring, steps 3 and 5)."""
     # Robinson's H and S: -2 Σ ln f is small when every f is near 1, so its chi-square
     # survival is near 1: the f(t) are too close to 1 to be chance.
     spam_signal = chi2_survival(-2.0 * log_f, 2 * used)
     ham_signal = chi2_survival(-2.0 * log_not_f, 2 * used)
-    return (1.0 + spam_signal - ham_signal) / 2.0
+    evidence = math.log10(max(spam_signal, _TINY)) - math.log10(max(ham_signal, _TINY))
+    return (1.0 + spam_signal - ham_signal) / 2.0, evidence
 
 
 def classify(
@@ -253,14 +279,21 @@ def classify(
         return Classification(None, 0, total, "no_evidence")
     log_f = math.fsum(map(math.log, f))
     log_not_f = math.fsum(map(math.log1p, map(operator.neg, f)))
-    probability = _combine_logs(log_f, log_not_f, len(f))
-    return Classification(probability, len(f), total, None, used_tokens, used_counts, f)
+    probability, evidence = _signals(log_f, log_not_f, len(f))
+    return Classification(probability, len(f), total, None, evidence, used_tokens, used_counts, f)
 
 
 def dynamic_weight(probability: float) -> float:
     """Rspamd's weight for a class probability q in [0.5, 1] (step 5); 0 at 0.5, 1 at 1."""
     u = min(max(probability, 0.5), 1.0) - 0.5
     return min(max(32 * u**4 - 6 * u**3 - 7 * u**2 + 3 * u, 0.0), 1.0)
+
+
+def sureness_bonus(evidence: float, params: BayesParams | None = None) -> float:
+    """The weight added for ``evidence`` decades in the verdict's direction (step 5)."""
+    params = params or _DEFAULTS
+    share = (evidence - params.sure_from) / (params.sure_full - params.sure_from)
+    return params.sure_bonus * min(max(share, 0.0), 1.0)
 
 
 def bayes_symbol(
@@ -274,8 +307,13 @@ def bayes_symbol(
     p = result.probability
     if p is None or abs(p - 0.5) <= params.symbol_margin:
         return None
-    symbol, q = (BAYES_SPAM, p) if p > 0.5 else (BAYES_HAM, 1.0 - p)
-    return symbol, dynamic_weight(q), f"{q * 100:.2f}%"
+    if p > 0.5:
+        symbol, q, evidence = BAYES_SPAM, p, result.evidence
+    else:
+        symbol, q, evidence = BAYES_HAM, 1.0 - p, -result.evidence
+    weight = dynamic_weight(q) + sureness_bonus(evidence, params)
+    return symbol, weight, f"{q * 100:.2f}%"
 
 
 _DEFAULTS: Final = BayesParams()
+_TINY: Final = 1e-300  # signals below count as this: evidence stays finite

@@ -28,6 +28,7 @@ everything forever.
 from __future__ import annotations
 
 import struct
+from itertools import chain
 from typing import TYPE_CHECKING, Final, cast, final
 
 if TYPE_CHECKING:
@@ -72,16 +73,22 @@ class StoreStatBackend:
         if not tokens:
             return []
         rows = await self._store.hcounters_many(self.keys(tokens), _fields(user))
-        if min(map(min, rows)) < 0:  # a stray unlearn (module docstring): clamp at zero
+        if min(chain.from_iterable(rows)) < 0:  # a stray unlearn (module docstring): clamp
             rows = [(max(spam, 0), max(ham, 0)) for spam, ham in rows]
         return cast("list[tuple[int, int]]", rows)
 
     def keys(self, tokens: Sequence[int]) -> list[str]:
-        """The Store keys of ``tokens``, in order. The hex digits come from one
-        ``bytes.hex`` of the packed tokens: half the cost of formatting each token."""
-        digits = struct.pack(f">{len(tokens)}Q", *tokens).hex()
+        """The Store keys of ``tokens``, in order. One ``bytes.hex`` of the packed tokens
+        with a separator every 8 bytes, the prefix put in front of each by one
+        ``str.replace`` and cut by one ``split``: no Python-level step per token (a third
+        of the cost of formatting each token, half of slicing one long hex string)."""
+        if not tokens:
+            return []
         prefix = self._prefix
-        return [prefix + digits[i : i + 16] for i in range(0, len(digits), 16)]
+        if "," in prefix:  # the separator must not occur in a key
+            return [f"{prefix}{token:016x}" for token in tokens]
+        digits = struct.pack(f">{len(tokens)}Q", *tokens).hex(",", 8)
+        return (prefix + digits.replace(",", "," + prefix)).split(",")
 
     async def learn(
         self, tokens: Sequence[int], is_spam: bool, user: str | None = None, delta: int = 1

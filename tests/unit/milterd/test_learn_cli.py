@@ -158,6 +158,7 @@ def test_scan_says_why_bayes_thinks_what_it_thinks(
     code, out, _ = run(capsys, "scan", "--config-dir", str(etc), "--json", str(new))
     bayes = json.loads(out)["bayes"]
     assert bayes["probability"] > 0.9
+    assert bayes["evidence"] > 0  # decades by which the ham hypothesis was rejected
     assert bayes["learns"] == {"spam": 3, "ham": 3}
     top = bayes["top_tokens"][0]
     assert set(top) == {"token", "spam", "ham", "probability"}

@@ -23,6 +23,7 @@ from engine.stats.classifier import (
     combine,
     dynamic_weight,
     robinson_f,
+    sureness_bonus,
 )
 
 # -- f(w) ---------------------------------------------------------------------------------
@@ -191,6 +192,10 @@ def test_params_are_checked() -> None:
         BayesParams(min_prob_strength=0.5)
     with pytest.raises(ValueError, match="negative"):
         BayesParams(min_learns=-1)
+    with pytest.raises(ValueError, match="sure_from"):
+        BayesParams(sure_from=12.0, sure_full=12.0)
+    with pytest.raises(ValueError, match="sure_bonus"):
+        BayesParams(sure_bonus=-0.1)
 
 
 # -- symbols and weights ------------------------------------------------------------------
@@ -215,8 +220,8 @@ def test_dynamic_weight_grows_steadily() -> None:
     assert all(a < b for a, b in itertools.pairwise(weights))
 
 
-def _result(p: float | None) -> Classification:
-    return Classification(p, 20 if p is not None else 0, 40)
+def _result(p: float | None, evidence: float = 0.0) -> Classification:
+    return Classification(p, 20 if p is not None else 0, 40, evidence=evidence)
 
 
 def test_bayes_symbol_by_probability() -> None:
@@ -237,3 +242,40 @@ def test_no_symbol_without_an_opinion() -> None:
     assert bayes_symbol(_result(0.46)) is None
     assert bayes_symbol(_result(0.56)) is not None
     assert bayes_symbol(_result(0.56), BayesParams(symbol_margin=0.1)) is None
+
+
+def test_evidence_keeps_growing_where_the_probability_saturates() -> None:
+    # 11 tokens at f = 0.95 and 30 at f = 0.99: P rounds to 1 in both, the evidence (the
+    # decades by which the ham hypothesis is rejected) does not.
+    few = classify(TOKENS, [(9, 0)] * 11, 200, 200)
+    many = classify(list(range(60)), [(99, 0)] * 60, 200, 200)
+    assert few.probability is not None
+    assert many.probability is not None
+    assert few.probability > 0.9999
+    assert many.probability > 0.9999
+    assert 5.0 < few.evidence < many.evidence
+    hammy = classify(TOKENS, [(0, 9)] * 11, 200, 200)
+    assert hammy.evidence == pytest.approx(-few.evidence)
+
+
+def test_sureness_bonus_ramps_between_sure_from_and_sure_full() -> None:
+    # Defaults: 0.4 · (evidence - 4) / (12 - 4), clamped to [0, 0.4].
+    assert sureness_bonus(-20.0) == 0.0
+    assert sureness_bonus(4.0) == 0.0
+    assert sureness_bonus(8.0) == pytest.approx(0.2)
+    assert sureness_bonus(12.0) == pytest.approx(0.4)
+    assert sureness_bonus(300.0) == pytest.approx(0.4)
+    assert sureness_bonus(8.0, BayesParams(sure_bonus=0.0)) == 0.0
+
+
+def test_bayes_symbol_adds_the_bonus_in_the_verdicts_direction() -> None:
+    base = dynamic_weight(0.9999)
+    _, weight, _ = bayes_symbol(_result(0.9999, evidence=10.0)) or ("", 0.0, "")
+    assert weight == pytest.approx(base + 0.3)  # 0.4 · (10 - 4) / 8
+    # A ham verdict counts the evidence the other way round.
+    symbol, weight, _ = bayes_symbol(_result(0.0001, evidence=-16.0)) or ("", 0.0, "")
+    assert symbol == BAYES_HAM
+    assert weight == pytest.approx(base + 0.4)
+    # Evidence against the verdict (impossible from classify) never adds.
+    _, weight, _ = bayes_symbol(_result(0.9999, evidence=-16.0)) or ("", 0.0, "")
+    assert weight == pytest.approx(base)

@@ -217,3 +217,11 @@ async def test_tokens_expire_after_their_last_learn(store: Store) -> None:
 def test_token_ttl_is_checked() -> None:
     with pytest.raises(ValueError, match="token_ttl"):
         StoreStatBackend(MemoryStatBackend(), token_ttl=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("prefix", ["bayes:", "a,b:"])
+def test_keys_match_the_key_of_each_token(prefix: str) -> None:
+    backend = StoreStatBackend(MemoryStatBackend(), prefix=prefix)  # type: ignore[arg-type]
+    tokens = [0, 0xFF, BIG, 0x0123456789ABCDEF, 1 << 63]
+    assert backend.keys(tokens) == [backend.key(t) for t in tokens]
+    assert backend.keys([]) == []

@@ -226,6 +226,46 @@ def test_collector_received_lines_are_skipped() -> None:
     )
 
 
+def test_relay_features_start_at_the_hop_from_a_public_address() -> None:
+    msg = message(
+        "text",
+        # The receiving side's own hop (here a content filter on the loopback): skipped.
+        "Received: from localhost (localhost [127.0.0.1]) by mx.example.net (Postfix)",
+        # The entry: a public client with a reverse DNS name.
+        "Received: from out.example.co.uk (mail-7.out.example.co.uk [64.161.22.236])"
+        " by localhost (Postfix) with ESMTP",
+        # The sender's relays below it: a named one on a private address, an IPv6 one.
+        "Received: from web (relay.lists.example.com [10.1.2.3]) by out.example.co.uk",
+        "Received: from client (client [2a00:1450:4001:81c::200e]) by web",
+        "Received: from deeper (deeper.example.info [65.1.2.3]) by client",
+    )
+    got = {f for f in features(msg) if f.startswith(("rcv:dom:", "rcv:net:"))}
+    assert got == {
+        "rcv:dom:example.co.uk",
+        "rcv:net:64.161.0.0/16",
+        "rcv:net:64.161.22.0/24",
+        "rcv:dom:example.com",
+        "rcv:net:2a00:1450::/32",
+        "rcv:net:2a00:1450:4001::/48",
+    }  # three hops from the entry: the fourth, deeper.example.info, is not read
+
+
+def test_no_relay_features_without_a_public_hop() -> None:
+    msg = message(
+        "text",
+        "Received: from box (box.internal.example [192.168.1.5]) by mx.internal.example",
+    )
+    assert not {f for f in features(msg) if f.startswith(("rcv:dom:", "rcv:net:"))}
+
+
+def test_default_window_pairs_a_word_with_the_next_two() -> None:
+    got = features(message("alpha bravo charlie delta echo"))
+    assert {"alpha ·1· bravo", "alpha ·2· charlie", "charlie ·2· echo"} <= got
+    assert not any("·3·" in name for name in got)
+    wide = Tokenizer(TokenizerConfig(window=5)).explain(message("alpha bravo charlie delta echo"))
+    assert "alpha ·4· echo" in wide.values()
+
+
 def test_only_configured_headers_count() -> None:
     msg = message("text", "X-Mailer: SpamBlaster 3000")
     without = Tokenizer(TokenizerConfig(classify_headers=("from",)))
