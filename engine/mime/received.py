@@ -22,6 +22,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
 _BARE_IPV4 = re.compile(r"(?<![\d.])(\d{1,3}(?:\.\d{1,3}){3})(?![\d.])")
 _RDNS = re.compile(r"\(\s*(?:[^\s@()]+@)?([A-Za-z0-9][A-Za-z0-9.-]*)\s+\[")
+_QMAIL_HELO = re.compile(r"\((?:HELO|EHLO) ([^\s()]+)\)", re.I)
+_QMAIL_IP = re.compile(r"\s*\((?:[^\s@()]+@)?\[?[0-9A-Fa-f:.]+\]?\)")
 _FOR_ADDR = re.compile(r"<?([^\s<>;]+@[^\s<>;]+?)>?(?:\s|$)")
 _RETRIEVAL = re.compile(r"\swith\s+(?:POP3?|APOP|IMAP4?)\b|\(fetchmail", re.I)
 # RFC 3848 protocol types: a trailing A = authenticated, S = TLS.
@@ -93,6 +95,10 @@ def _parse(value: str) -> HopFields:
         rdns_match = _RDNS.search(clause)
         if rdns_match and rdns_match.group(1).lower() != "unknown":
             rdns = rdns_match.group(1).lower()
+        elif rdns_match is None and (qmail := _qmail(rest[len(helo) :])) is not None:
+            # qmail turns the line round: "from RDNS (HELO name) (ip)", the HELO comment
+            # left out when the name is the reverse DNS one, "unknown" for no name.
+            helo, rdns = qmail or helo, None if helo.lower() == "unknown" else helo.lower()
     by = protocol = recipient = None
     if by_at >= 0:
         words = main[by_at:].split(None, 2)
@@ -106,6 +112,14 @@ def _parse(value: str) -> HopFields:
         match = _FOR_ADDR.match(main, for_at + 4)
         recipient = match.group(1).lower() if match else None
     return HopFields(helo, rdns, ip, by or None, protocol, recipient, date.strip() or None)
+
+
+def _qmail(clause: str) -> str | None:
+    """The HELO name of a qmail line (``""`` when it gives none), or None: not qmail's."""
+    helo = _QMAIL_HELO.search(clause)
+    if helo is not None:
+        return helo.group(1)
+    return "" if _QMAIL_IP.match(clause) else None
 
 
 def _keyword(low: str, word: str, start: int = 0) -> int:

@@ -65,7 +65,32 @@ def test_postfix_received() -> None:
             "lugh.tuatha.org",
             "194.125.145.45",
         ),
-        ("from unknown (HELO pc) (1.2.3.4) by x.example with SMTP", "unknown", None, "1.2.3.4"),
+        # qmail: "from RDNS (HELO name) (ip)", no HELO comment when it is the RDNS name
+        ("from unknown (HELO pc) (1.2.3.4) by x.example with SMTP", "pc", None, "1.2.3.4"),
+        (
+            "from p4.eircom.net (HELO darkstar) (159.134.1.2) by mx.example with SMTP",
+            "darkstar",
+            "p4.eircom.net",
+            "159.134.1.2",
+        ),
+        (
+            "from mail.example.org (198.51.100.7) by mx.example with SMTP",
+            "mail.example.org",
+            "mail.example.org",
+            "198.51.100.7",
+        ),
+        (
+            "from unknown (HELO there) ([216.212.1.121]) (envelope-sender <a@b.example>) by mx",
+            "there",
+            None,
+            "216.212.1.121",
+        ),
+        (
+            "from unknown (HELO x.example) (u@192.0.2.5) by mx.example with SMTP",
+            "x.example",
+            None,
+            "192.0.2.5",
+        ),
         ("from [203.0.113.9] by x.example with local", "[203.0.113.9]", None, "203.0.113.9"),
         (
             "from mx.example.org ([IPv6:2001:db8::1] helo=mx) by a.example with esmtps",
