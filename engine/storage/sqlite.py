@@ -180,6 +180,22 @@ class SqliteStore:
                 isolation_level=None,  # we BEGIN and COMMIT ourselves
             )
             try:
+                self._prepare(db)
+            except BaseException:
+                db.close()
+                raise
+            self._db = db
+        return self._db
+
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        """WAL mode and the schema. Workers that open a new file together (the supervisor
+        starts them at once) can find it locked while another switches it to WAL, a
+        step SQLite's busy handler does not wait for: that is tried again, within the
+        busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.01
+        while True:
+            try:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute(f"PRAGMA mmap_size={_MMAP_SIZE}")
@@ -187,11 +203,12 @@ class SqliteStore:
                 with _transaction(db, immediate=True):
                     if db.execute("PRAGMA user_version").fetchone()[0] < _SCHEMA_VERSION:
                         _create_schema(db)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
-        return self._db
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # in the store's worker thread
+            pause = min(pause * 2, 0.2)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         def call() -> T:

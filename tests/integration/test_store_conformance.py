@@ -600,6 +600,47 @@ trio.run(main, sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))
 """
 
 
+_OPENER = """
+import sys
+from pathlib import Path
+
+import trio
+
+from engine.storage import SqliteStore
+
+async def main(path: str) -> None:
+    sys.stdin.readline()  # all start together
+    store = SqliteStore(Path(path))
+    await store.incrby("opened")
+    await store.aclose()
+
+trio.run(main, sys.argv[1])
+"""
+
+
+async def test_workers_opening_a_new_sqlite_file_together_all_get_it(tmp_path: Path) -> None:
+    """The supervisor starts every worker at once on a fresh data directory: the one
+    that switches the new file to WAL must not make the others fail."""
+    for attempt in range(3):
+        path = tmp_path / f"fresh-{attempt}.sqlite"
+        command = [sys.executable, "-c", _OPENER, str(path)]
+        children = [
+            await trio.lowlevel.open_process(command, stdin=subprocess.PIPE) for _ in range(6)
+        ]
+        with trio.fail_after(60):
+            for child in children:
+                assert child.stdin is not None
+                await child.stdin.send_all(b"go\n")
+            codes = [await child.wait() for child in children]
+        for child in children:
+            if child.stdin is not None:
+                await child.stdin.aclose()
+        assert codes == [0] * 6
+        store = SqliteStore(path)
+        assert await store.get("opened") == b"6"
+        await store.aclose()
+
+
 async def test_two_processes_write_the_same_counters(backend: Backend) -> None:
     rounds = 150
     command = [sys.executable, "-c", _CHILD, backend.name, backend.where, PREFIX, str(rounds)]
