@@ -9,7 +9,7 @@ import pytest
 
 from engine import Action, Engine, ScanRequest
 from engine.modules import Module, check
-from engine.settings import INLINE_KEYS, InlineSettings, InvalidSettings
+from engine.settings import INLINE_KEYS, SETTINGS, InlineSettings, InvalidSettings
 from engine.symbols import SymbolSpec
 
 if TYPE_CHECKING:
@@ -71,14 +71,10 @@ def ran(engine: Engine) -> list[str]:
 
 
 def test_the_keys_are_what_a_table_applies() -> None:
-    assert INLINE_KEYS == (
-        "symbols_enabled",
-        "symbols_disabled",
-        "groups_enabled",
-        "groups_disabled",
-        "actions",
-        "scores",
-    )
+    # Every key of a [settings.NAME] table is inline except those that say when the table
+    # applies: a block that comes with the message applies to it, always.
+    when = {"priority", "ip", "from", "rcpt", "user", "authenticated"}
+    assert set(INLINE_KEYS) == set(SETTINGS.item.keys) - when
 
 
 def test_parse_fills_the_tables_defaults() -> None:
