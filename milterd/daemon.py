@@ -136,13 +136,7 @@ class Daemon:
         try:
             engine = await trio.to_thread.run_sync(self._load_engine)
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload: %s", problem)
-            log.error(
-                "reload refused (%d problem%s); still serving with the previous configuration",
-                len(exc.problems),
-                "" if len(exc.problems) == 1 else "s",
-            )
+            log_refused_reload(exc, "still serving with the previous configuration")
             return False
         # The reload boundary: whatever a module's setup raises, a running daemon keeps
         # serving with the engine it has (at start-up the same error ends the process).
@@ -259,6 +253,14 @@ class Daemon:
                     acceptors.cancel_scope.cancel()
                 handlers.cancel_scope.deadline = trio.current_time() + self.drain_seconds
             self._handlers = None
+
+
+def log_refused_reload(exc: ConfigError, consequence: str) -> None:
+    """Each problem of a refused reload at error level, then what happens instead."""
+    for problem in exc.problems:
+        log.error("reload: %s", problem)
+    count = len(exc.problems)
+    log.error("reload refused (%d problem%s); %s", count, "" if count == 1 else "s", consequence)
 
 
 async def run_daemon(

@@ -199,7 +199,6 @@ class Supervisor:
         self.children: dict[int, _Child] = {}
         self.slots: dict[tuple[str, int], _Slot] = {}
         self.errors: list[dict[str, object]] = []
-        self._pid = os.getpid()
         self._validator: int | None = None
         # A SIGHUP during a reload: the files may have changed since that reload read them
         # (two controller saves in a row), so read them again once it is over.
@@ -434,7 +433,6 @@ class Supervisor:
             reports=keep_reports,
             drain_seconds=self.drain_seconds,
             load_config=self.load_config,
-            supervisor_pid=self._pid,
             start_timeout=self.start_timeout,
         )
         return run_worker(spec, ready_w)

@@ -27,7 +27,7 @@ import trio
 
 from engine import ConfigError, Engine
 from engine.storage import StoreUnavailable
-from milterd.daemon import Daemon, Prebound
+from milterd.daemon import Daemon, Prebound, log_refused_reload
 from milterd.http import HttpSettings
 from milterd.http.cluster import REPORT_SECONDS, Cluster, report_loop
 from milterd.settings import MilterSettings
@@ -57,15 +57,15 @@ class WorkerSpec:
     controller: tuple[socket.socket, ...]
     reports: socket.socket  # the counters channel: sending end, or (controller) reading end
     drain_seconds: float
-    # What a reload reads (the supervisor's own), and whom to ask for one: the controller's
-    # saves change files that every worker must read, so they reload the whole daemon.
+    # What a reload reads (the supervisor's own): the controller's saves change files that
+    # every worker must read, so they reload the whole daemon, through the supervisor.
     load_config: Callable[[], Config]
-    supervisor_pid: int
     start_timeout: float = 60.0
 
 
 def run_worker(spec: WorkerSpec, ready_fd: int) -> int:
     """The child's whole life; returns its exit status."""
+    supervisor = os.getppid()  # forked by it: still our parent now, whatever happens later
     # The supervisor answers ^C and SIGHUP for the group; a worker drains on its SIGTERM.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -77,13 +77,15 @@ def run_worker(spec: WorkerSpec, ready_fd: int) -> int:
             log.error("worker: configuration refused: %s", problem)
         return EX_CONFIG
     try:
-        trio.run(_serve, spec, engine, config, ready_fd)
+        trio.run(_serve, spec, engine, config, ready_fd, supervisor)
     except KeyboardInterrupt:
         return 0
     return 0
 
 
-async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int) -> None:
+async def _serve(
+    spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int, supervisor: int
+) -> None:
     settings = MilterSettings.from_section(config.section("milter"))
     http = HttpSettings.from_config(config)
     prebound = Prebound(
@@ -114,7 +116,7 @@ async def _serve(spec: WorkerSpec, engine: Engine, config: Config, ready_fd: int
             cluster = Cluster(context.metrics)
             context.cluster = cluster
             nursery.start_soon(cluster.run, spec.reports)
-            context.reload = partial(_reload_through_supervisor, spec, cluster)
+            context.reload = partial(_reload_through_supervisor, spec, cluster, supervisor)
             with daemon.engines.lease() as current:
                 store = current.store
             await _carry_in(cluster, store)
@@ -167,7 +169,7 @@ async def _carry_out(spec: WorkerSpec, cluster: Cluster, store: Store) -> None:
             log.warning("statistics: cannot keep the totals for the next controller: %s", exc)
 
 
-async def _reload_through_supervisor(spec: WorkerSpec, cluster: Cluster) -> bool:
+async def _reload_through_supervisor(spec: WorkerSpec, cluster: Cluster, supervisor: int) -> bool:
     """A controller save (``/savemap``, ``/saveactions``, ``/savesymbols``) under the
     supervisor: build an engine from the changed directory here, so a refused change is
     answered (409) and undone at once; then SIGHUP the supervisor, whose reload replaces
@@ -180,19 +182,17 @@ async def _reload_through_supervisor(spec: WorkerSpec, cluster: Cluster) -> bool
     try:
         engine = await trio.to_thread.run_sync(build)
     except ConfigError as exc:
-        for problem in exc.problems:
-            log.error("reload: %s", problem)
-        log.error("reload refused; the controller's change is undone")
+        log_refused_reload(exc, "the controller's change is undone")
         return False
     # The same boundary as Daemon.reload: a module whose setup raises refuses the change.
     except Exception:
         log.exception("reload failed; the controller's change is undone")
         return False
     await engine.aclose()
-    if os.getppid() != spec.supervisor_pid:
-        log.error("reload: the supervisor (pid %d) is gone; nothing to reload", spec.supervisor_pid)
+    if os.getppid() != supervisor:
+        log.error("reload: the supervisor (pid %d) is gone; nothing to reload", supervisor)
         return False
-    os.kill(spec.supervisor_pid, signal.SIGHUP)
+    os.kill(supervisor, signal.SIGHUP)
     with trio.move_on_after(spec.start_timeout):
         await cluster.wait_for_generation(spec.generation + 1)
     return True

@@ -61,6 +61,7 @@ from urllib.parse import urlsplit
 from engine.mime.addresses import domain_of
 from engine.mime.headers import decode_rfc2047
 from engine.mime.received import Hop
+from engine.mime.urls import registered_domain
 from engine.stats.osb import (
     BODY_SEED,
     MAX_WINDOW,
@@ -394,7 +395,7 @@ def _relay_features(hops: list[Hop], out: list[str]) -> None:
     for hop in hops[start : start + _RELAYS]:
         fields = hop.fields
         if fields.rdns and "." in fields.rdns:
-            out.append("rcv:dom:" + _registered_domain(fields.rdns))
+            out.append("rcv:dom:" + registered_domain(fields.rdns))
         out.extend(_networks(fields.ip))
 
 
@@ -412,16 +413,6 @@ def _networks(ip: str | None) -> tuple[str, ...]:
         return ()
     bits = (16, 24) if address.version == 4 else (32, 48)
     return tuple(f"rcv:net:{ipaddress.ip_network((address, b), strict=False)}" for b in bits)
-
-
-def _registered_domain(host: str) -> str:
-    """The registered domain, approximately: two labels, three under a short second level
-    (co.uk, com.au). Enough to group one organisation's hosts, without a suffix list."""
-    labels = host.split(".")
-    if len(labels) <= 2:
-        return host
-    keep = 3 if len(labels[-2]) <= 3 and len(labels[-1]) == 2 else 2
-    return ".".join(labels[-keep:])
 
 
 def _helo_shape(helo: str | None, rdns: str | None) -> str:
@@ -562,7 +553,7 @@ def _link_features(message: ParsedMessage, found: list[str]) -> tuple[list[str],
             out.append("u:ip")
             continue
         if host.count(".") > 1:
-            out.append("u:dom:" + _registered_domain(host))
+            out.append("u:dom:" + registered_domain(host))
     return out, count
 
 

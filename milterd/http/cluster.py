@@ -133,13 +133,12 @@ class Cluster:
         """The sums no live worker reports any more, each worker's last report (folded in
         by the next controller when the worker leaves, replaced when it reports again), and
         the /statreset baseline."""
-        retired = self.retired.snapshot()
-        retired_local = Metrics()
-        retired_local.add(retired)
-        retired_local.add(self.local.snapshot())  # the controller's own scans end with it
+        retired = Metrics()
+        retired.add(self.retired.snapshot())
+        retired.add(self.local.snapshot())  # the controller's own scans end with it
         return json.dumps(
             {
-                "retired": retired_local.snapshot(),
+                "retired": retired.snapshot(),
                 "retired_messages": self.retired_messages,
                 "baseline": self.baseline.snapshot(),
                 "workers": {str(pid): report for pid, report in self.workers.items()},
